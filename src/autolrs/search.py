@@ -1,0 +1,155 @@
+"""Bayesian optimisation over log10(LR), with an ask/tell interface (AutoLRS, Section 4.1).
+
+Notation:
+    x        log10(lr) scaled to [0, 1] over [min_lr, max_lr]
+    y        the observed objective (a forecast loss); lower is better
+    mu, sd   the Gaussian-process posterior mean and standard deviation at x
+    LCB(x)   mu(x) - kappa * sd(x), minimised over a dense grid of x to propose the next LR
+
+The surrogate is scikit-learn's ``GaussianProcessRegressor`` with kernel Constant * Matern(nu=2.5) + White
+and normalised targets, refitted from all observations at every ``ask``. A point already evaluated (or
+within half a grid cell of one) is never proposed again. All randomness comes from ``seed``, so the same
+observations always give the same proposals.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+__all__ = ["BayesianSearch"]
+
+
+class BayesianSearch:
+    """Ask/tell Bayesian optimisation of a 1-D function of log LR.
+
+    Args:
+        min_lr, max_lr: the search range; proposals are log-uniform inside it.
+        kappa: LCB exploration weight (``1e6`` reproduces the reference code's uncertainty sampling).
+        seed: seeds the first random proposal and the GP optimiser restarts.
+        first_lr: an optional first proposal (e.g. the previous stage's choice) instead of a random one.
+        grid_size: number of points on which the acquisition is minimised.
+        min_distance: closest a proposal may come to an evaluated point, in unit (log-range) coordinates.
+
+    Example:
+        >>> search = BayesianSearch(1e-4, 1.0, kappa=2.0, seed=0)
+        >>> for _ in range(8):
+        ...     lr = search.ask()
+        ...     search.tell(lr, (math.log10(lr) + 2.0) ** 2)
+        >>> abs(math.log10(search.best()[0]) + 2.0) < 0.25
+        True
+    """
+
+    def __init__(
+        self,
+        min_lr: float,
+        max_lr: float,
+        *,
+        kappa: float = 2.0,
+        seed: int = 0,
+        first_lr: float | None = None,
+        grid_size: int = 1024,
+        min_distance: float = 0.02,
+    ) -> None:
+        if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):
+            raise ValueError(f"Expected 0 < min_lr < max_lr < inf, but got min_lr={min_lr!r}, max_lr={max_lr!r}.")
+        if kappa < 0 or not math.isfinite(kappa):
+            raise ValueError(f"kappa must be finite and >= 0, but got {kappa!r}.")
+        self.min_lr, self.max_lr = float(min_lr), float(max_lr)
+        self.kappa = float(kappa)
+        self.seed = int(seed)
+        self.first_lr = first_lr
+        self.grid = np.linspace(0.0, 1.0, grid_size)
+        self.min_distance = float(min_distance)
+        self._x: list[float] = []
+        self._y: list[float] = []
+
+    # -- coordinates -------------------------------------------------------------------------------
+    def to_unit(self, lr: float) -> float:
+        lo, hi = math.log10(self.min_lr), math.log10(self.max_lr)
+        return (math.log10(lr) - lo) / (hi - lo)
+
+    def to_lr(self, x: float) -> float:
+        lo, hi = math.log10(self.min_lr), math.log10(self.max_lr)
+        return float(10 ** (lo + float(np.clip(x, 0.0, 1.0)) * (hi - lo)))
+
+    # -- ask / tell --------------------------------------------------------------------------------
+    def ask(self) -> float:
+        """The next LR to evaluate: the LCB minimiser among points not yet evaluated."""
+        if not self._x:
+            if self.first_lr is not None and self.min_lr <= self.first_lr <= self.max_lr:
+                return float(self.first_lr)
+            return self.to_lr(np.random.default_rng(self.seed).uniform())
+        free = self._free_grid()
+        mu, sd = self.posterior(free)
+        score = mu - self.kappa * sd
+        # Ties (flat posterior, huge kappa with equal sd) go to the lowest x: deterministic.
+        return self.to_lr(float(free[int(np.argmin(score))]))
+
+    def tell(self, lr: float, value: float) -> None:
+        """Record that ``lr`` gave ``value``; ``inf`` or NaN marks a diverged LR (worse than any other)."""
+        if not (self.min_lr * (1 - 1e-9) <= lr <= self.max_lr * (1 + 1e-9)):
+            raise ValueError(f"lr={lr!r} is outside the search range [{self.min_lr!r}, {self.max_lr!r}].")
+        self._x.append(self.to_unit(float(lr)))
+        self._y.append(float(value) if math.isfinite(value) else math.inf)
+
+    def best(self) -> tuple[float, float]:
+        """``(lr, value)`` of the lowest observed value (``inf`` if every LR diverged)."""
+        if not self._y:
+            raise ValueError("best() needs at least one tell(); nothing has been observed yet.")
+        i = int(np.argmin(self._y))
+        return self.to_lr(self._x[i]), self._y[i]
+
+    def _targets(self) -> np.ndarray:
+        """Observed values with divergence mapped to one spread above the worst finite value.
+
+        A fixed finite stand-in keeps the GP's normalisation sane: a huge number would flatten every
+        real difference between forecasts.
+        """
+        y = np.asarray(self._y, dtype=float)
+        worst = ~np.isfinite(y)
+        if worst.all():
+            return np.zeros_like(y)
+        finite = y[~worst]
+        spread = float(finite.max() - finite.min()) or abs(float(finite.max())) or 1.0
+        y[worst] = finite.max() + spread
+        return y
+
+    @property
+    def observations(self) -> list[tuple[float, float]]:
+        return [(self.to_lr(x), y) for x, y in zip(self._x, self._y)]
+
+    # -- surrogate ---------------------------------------------------------------------------------
+    def _free_grid(self) -> np.ndarray:
+        """Grid points at least ``min_distance`` from every evaluated point.
+
+        Forecasts are noisy: two LRs a few percent apart cannot be told apart, so proposing one next to an
+        evaluated point wastes a candidate. Where the whole grid is taken, the rule relaxes to half a cell.
+        """
+        gap = np.min(np.abs(self.grid[:, None] - np.asarray(self._x)[None, :]), axis=1)
+        for distance in (self.min_distance, 0.5 / (self.grid.size - 1) + 1e-12):
+            free = self.grid[gap > distance]
+            if free.size:
+                return free
+        return self.grid
+
+    def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the objective at unit coordinates ``x``."""
+        X = np.asarray(self._x)[:, None]
+        y = self._targets()
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=0.2, length_scale_bounds=(1e-2, 1e1), nu=2.5) \
+            + WhiteKernel(1e-2, (1e-6, 1e0))
+        gp = GaussianProcessRegressor(
+            kernel=kernel, normalize_y=True, n_restarts_optimizer=2, random_state=self.seed
+        )
+        with warnings.catch_warnings():
+            # Few points make the marginal likelihood flat: the optimiser hits bounds, which is harmless.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gp.fit(X, y)
+            mu, sd = gp.predict(np.asarray(x, dtype=float)[:, None], return_std=True)
+        return mu, sd
