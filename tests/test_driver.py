@@ -174,3 +174,17 @@ def test_noisy_quadratic_chosen_lr_within_2x_of_best_constant(seed):
     chosen = sched.history[0]["lr"]
     assert best / 2 <= chosen <= best * 2, (chosen, best)
     assert problem.expected_loss(chosen, tau) < 1.5 * problem.expected_loss(best, tau)
+
+
+def test_kept_state_dict_is_the_snapshot_during_search_and_the_model_otherwise():
+    model, optimizer, batch = regression_problem()
+    sched = AutoLRS(model, optimizer, **OPTIONS)
+    seen = set()
+    while not sched.done:
+        sched.step(train_step(model, optimizer, batch))
+        kept = sched.kept_state_dict()
+        seen.add(sched.phase)
+        reference = sched.snapshot.state_dict()["model"] if sched.phase == "explore" else model.state_dict()
+        for name, value in model.state_dict().items():
+            assert torch.equal(kept[name], reference[name])
+    assert {"warmup", "explore", "keep"} <= seen

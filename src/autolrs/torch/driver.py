@@ -235,6 +235,19 @@ class AutoLRS:
         """One JSON-serialisable record per stage (see README, "The history")."""
         return self.controller.history
 
+    def kept_state_dict(self) -> dict:
+        """The model's ``state_dict()`` on the kept trajectory, whatever the phase.
+
+        During a search the live model is a candidate's exploration branch; this returns the stage
+        snapshot instead (tensors on the snapshot device; do not modify them). Use it to evaluate or save
+        the model you would keep, e.g. ``eval_model.load_state_dict(sched.kept_state_dict())``.
+        """
+        live = self.model.state_dict()
+        if self.controller.phase != "explore":
+            return live
+        saved = self.snapshot.state_dict()["model"]
+        return {name: saved.get(name, value) for name, value in live.items()}
+
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Resumable state as plain data: loads with ``torch.load(..., weights_only=True)``.
