@@ -129,16 +129,31 @@ def test_explosion_stops_a_candidate_after_two_of_three_losses():
 
 def test_all_candidates_diverging_narrows_the_range_and_warns():
     def loss_fn(state, lr):
-        return float("nan") if lr > 0.05 and state > 0 else distance_loss(state, lr)
+        return float("nan") if lr > 0.02 and state > 0 else distance_loss(state, lr)
 
-    cfg = small_config(min_lr=0.1, max_lr=1.0, candidates=3, total_steps=None, warmup_steps=0)
+    # seed 3: both first candidates (0.087, 1.0) diverge, then 0.033 too, then 0.01 works
+    cfg = small_config(min_lr=0.01, max_lr=1.0, candidates=2, total_steps=None, warmup_steps=0, seed=3)
     ctrl = StageController(cfg)
     with pytest.warns(RuntimeWarning, match="diverged"):
-        FakeModel(ctrl, loss_fn).run(max_steps=200)
+        fake = FakeModel(ctrl, loss_fn).run(max_steps=100)
     stage = ctrl.history[0]
-    assert stage["lr"] <= 0.05
-    assert any("all 3 candidates diverged" in e for e in stage["events"])
-    assert stage["max_lr"] < 0.1 and stage["min_lr"] < stage["max_lr"]
+    assert [c["diverged"] for c in stage["candidates"][:2]] == [True, True]
+    assert any("all 2 candidates diverged" in e for e in stage["events"])
+    assert stage["lr"] <= 0.02 and stage["max_lr"] < 1.0
+    assert all(0.01 <= d.lr <= 1.0 for d in fake.decisions)
+
+
+def test_when_even_min_lr_diverges_the_model_stays_on_s0_and_lrs_stay_in_range():
+    def loss_fn(state, lr):
+        return float("nan") if state > 0 else 1.0
+
+    ctrl = StageController(small_config(min_lr=0.1, max_lr=1.0, candidates=3, total_steps=None, warmup_steps=0))
+    with pytest.warns(RuntimeWarning, match="lower min_lr"):
+        fake = FakeModel(ctrl, loss_fn).run(max_steps=300)
+    assert all(0.1 <= d.lr <= 1.0 for d in fake.decisions)
+    assert ctrl.kept_steps == 0  # nothing that diverged was ever kept
+    assert fake.decisions[-1].phase in ("explore", "keep")
+    assert fake.saved == 0.0
 
 
 def test_finish_mid_search_restores_the_snapshot():

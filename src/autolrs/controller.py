@@ -309,41 +309,71 @@ class StageController:
         self._record["candidates"].append(c)
         self._candidate = None
 
+    def _best(self, candidates: list[dict]) -> dict | None:
+        """The stage's best candidate among those that did not diverge and lie in the current range."""
+        valid = [x for x in candidates if not x["diverged"] and x["lr"] <= self._hi * (1 + 1e-9)]
+        if not valid:
+            return None
+        if self.config.choose == "posterior":
+            # The GP's mean at the tried LRs: its white-noise term shrinks a lucky forecast toward its
+            # neighbours, so one noisy series does not decide the stage.
+            scores = self._search.posterior([self._search.to_unit(x["lr"]) for x in valid])[0]
+        else:  # "forecast": the reference code's argmin of the observed forecasts
+            scores = [x["forecast"] for x in valid]
+        return valid[int(np.argmin(scores))]
+
+    def _attempt_candidates(self) -> list[dict]:
+        return [x for x in self._record["candidates"] if x["attempt"] == self._attempt]
+
     def _choose(self, current: list[dict]) -> Decision:
-        valid = [x for x in current if not x["diverged"]]
-        if valid:
-            if self.config.choose == "posterior":
-                # The GP's mean at the tried LRs: its white-noise term shrinks a lucky forecast toward
-                # its neighbours, so one noisy series does not decide the stage.
-                scores = self._search.posterior([self._search.to_unit(x["lr"]) for x in valid])[0]
-            else:  # "forecast": the reference code's argmin of the observed forecasts
-                scores = [x["forecast"] for x in valid]
-            best = valid[int(np.argmin(scores))]
+        best = self._best(current)
+        if best is not None:
             self._record.update(lr=best["lr"], forecast=best["forecast"])
             return self._start_keep(best["lr"], restore=True)
         lowest = min(x["lr"] for x in current)
         return self._retry(f"all {len(current)} candidates diverged (lowest lr {lowest:.3g})", lowest)
 
     def _retry(self, why: str, failed_lr: float) -> Decision:
-        """Narrow the range to below ``failed_lr`` (half of it) and search the stage again from S0."""
-        self._hi = min(self._hi, failed_lr / 2.0)
-        if self._hi <= self._lo * 1.0001:
-            self._lo = self._hi / 100.0
-            why += f"; min_lr is too high, searching down to {self._lo:.3g}"
-        message = f"autolrs stage {self._stage}: {why}; retrying with max_lr={self._hi:.3g}"
+        """Something failed at ``failed_lr``: restore S0 and go on below half of it.
+
+        The stage's other candidates were measured from the same S0, so the best one left below the new
+        bound is kept without a new search; only when none is left is the stage searched again. The range
+        never leaves ``[min_lr, max_lr]``: when even ``min_lr`` failed it is kept, with a warning, and every
+        failure is rolled back to S0 again.
+        """
+        cfg = self.config
+        exhausted = failed_lr <= self._lo * 1.0001
+        self._hi = max(self._lo, min(self._hi, failed_lr / 2.0))
+        if exhausted:
+            why += f"; every lr down to min_lr={self._lo:.3g} failed: lower min_lr"
+        message = f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}"
         warnings.warn(message, RuntimeWarning, stacklevel=3)
         self._record["events"].append(message)
         self._record.update(min_lr=self._lo, max_lr=self._hi)
-        self._attempt += 1
-        self._previous_lr = None if self._previous_lr is None or self._previous_lr >= self._hi else self._previous_lr
-        plan = self._plan()
-        if plan is None:
-            lr = max(self._lo, min(self.lr, self._hi) / 10.0)
-            self._record["events"].append(f"no budget left to search again: keeping lr={lr:.3g}")
-            self._record.update(lr=lr, tau=self.config.total_steps - self.steps_taken)
-            return self._start_keep(lr, restore=True)
-        self._record.update(tau=plan[0], explore_steps=plan[1])
-        return self._start_search(restore=True, snapshot=False)
+        if self._previous_lr is not None and self._previous_lr > self._hi:
+            self._previous_lr = None
+        if not exhausted:
+            best = self._best(self._attempt_candidates())
+            if best is not None:
+                self._record.update(lr=best["lr"], forecast=best["forecast"])
+                return self._start_keep(best["lr"], restore=True)
+            plan = self._plan()
+            if plan is not None and self._hi > self._lo * 1.0001:
+                self._attempt += 1
+                self._record.update(tau=plan[0], explore_steps=plan[1])
+                return self._start_search(restore=True, snapshot=False)
+        lr = self._lo if exhausted else max(self._lo, min(self._hi, self.lr / 10.0))
+        self._record["events"].append(f"no search possible: keeping lr={lr:.3g}")
+        self._record.update(lr=lr, forecast=None, tau=self._keep_length(self._record["tau"]))
+        return self._start_keep(lr, restore=True)
+
+    def _keep_length(self, tau: int) -> int:
+        """``tau`` within the budget; a remainder too small for another search is kept too."""
+        if self.config.total_steps is None:
+            return tau
+        remaining = self.config.total_steps - self.steps_taken
+        smallest = (self.config.candidates + 1) * self.config.min_explore_steps
+        return remaining if remaining - tau < smallest else tau
 
     def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision:
         self.phase = "keep"
@@ -395,16 +425,18 @@ class StageController:
         r.update(kept_steps=0, loss_reached=None, keep_start_step=None)
 
     def _no_progress(self, record: dict) -> bool:
-        searched = [x for x in record["candidates"] if x["attempt"] == self._attempt]
+        """A kept stage failed: the forecast promised a clear gain (5% or more) and it ended no better.
+
+        A network killed by too high an LR looks like this: its loss sits back at chance level, finite
+        and flat, so no explosion shows it. A plateau does not: there the forecast promises little.
+        At most 3 such roll-backs per stage.
+        """
+        start, reached, promised = self._start_loss, record["loss_reached"], record["forecast"]
         return (
-            bool(searched)
-            and self._attempt == 0  # at most one such retry per stage: a real plateau is accepted
-            and self._start_loss is not None
-            and record["loss_reached"] is not None
-            and record["loss_reached"] >= self._start_loss
-            and record["forecast"] is not None
-            and record["forecast"] < self._start_loss
-            and self.lr > self._lo * 1.0001
+            start is not None and reached is not None and promised is not None
+            and len(record["discarded"]) < 3
+            and reached >= start
+            and promised < start - 0.05 * abs(start)
         )
 
     def _close_stage(self) -> None:
