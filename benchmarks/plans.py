@@ -1,0 +1,82 @@
+"""What each bench mode runs on each task, and what it leaves out (and why): the compute budget's cuts.
+
+Modes:
+- ``quick`` (``make bench-quick``, a few minutes): one seed, short budgets, the methods of ``default``.
+- ``default`` (``make bench``, at most 90 minutes on the 2-core machine): 3 seeds, full budgets; every
+  method on MNIST-1D and the NQM; on the Transformer only the cosine schedule is tuned (its grid sets the
+  target), because the whole grid would take ~2.6 hours there.
+- ``full`` (``make bench BENCH_FULL=1``): every method on every task, 3 seeds, full budgets (~3.5 hours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .methods import SCHEDULE_NAMES, Method, method
+from .methods.optimizers import SCHEDULE_FREE_DEFAULT_LR
+from .tasks import TASKS, spec
+from .tasks.base import TaskSpec
+
+__all__ = ["Plan", "plan", "MODES", "SEEDS", "SINGLE_RUN_METHODS"]
+
+MODES = ("quick", "default", "full")
+SEEDS = (0, 1, 2)
+# Budget and curve spacing of the quick mode, per task.
+QUICK = {"mnist1d-cnn": (1000, 50), "shakespeare-char": (300, 25), "nqm": (1000, 50)}
+# autolrs, its kappa ablation and Prodigy are run once per seed: they have no LR to tune.
+SINGLE_RUN_METHODS = ("autolrs", "autolrs-kappa1e6", "prodigy")
+TUNED = (*SCHEDULE_NAMES, "schedule-free")
+# The default mode's cut on the Transformer (~130 s per 2000-step run on one core): the cosine grid
+# (7 x 3 runs) and the single runs fit; the other schedules' grids (5 x 21 runs) do not.
+DEFAULT_TUNED = {"shakespeare-char": ("cosine",)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs of one task in one mode.
+
+    Attributes:
+        tuned: methods tuned on their LR grid (every grid point x every seed).
+        single: ``(method, lr)`` run once per seed (``lr`` None where the method has none).
+        cuts: sentences for the report: what this mode leaves out, and why.
+        max_extensions: how many times a grid may grow past an edge where its best point sits.
+    """
+
+    task: TaskSpec
+    mode: str
+    seeds: tuple[int, ...]
+    tuned: tuple[Method, ...]
+    single: tuple[tuple[Method, float | None], ...]
+    cuts: tuple[str, ...] = ()
+    max_extensions: int = 3
+
+
+def plan(task_name: str, mode: str = "default", *, seeds=None, budget: int | None = None,
+         eval_every: int | None = None) -> Plan:
+    """The plan of ``task_name`` in ``mode``; ``seeds``, ``budget`` and ``eval_every`` override it."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    task = spec(task_name)
+    if mode == "quick":
+        task = task.scaled(budget=QUICK[task_name][0], eval_every=QUICK[task_name][1])
+    if budget is not None:
+        task = task.scaled(budget=budget, eval_every=eval_every or max(1, budget // 20))
+    seeds = tuple(seeds if seeds is not None else (SEEDS[:1] if mode == "quick" else SEEDS))
+    tuned = TUNED if mode == "full" else DEFAULT_TUNED.get(task_name, TUNED)
+    single = [(method(m), None) for m in SINGLE_RUN_METHODS]
+    cuts = []
+    if "schedule-free" not in tuned:
+        lr = SCHEDULE_FREE_DEFAULT_LR[task.optimizer]
+        single.append((method("schedule-free"), lr))
+        cuts.append(f"Schedule-Free is not tuned on {task_name} in this mode: it runs at the package's default "
+                    f"LR ({lr:g}) with 5% warmup, 1 run per seed.")
+    left_out = [m for m in TUNED if m not in tuned and m != "schedule-free"]
+    if left_out:
+        runs = len(left_out) * len(task.grid) * len(seeds)
+        cuts.append(f"not run on {task_name} in this mode: {', '.join(left_out)} (their grids would add {runs} "
+                    "runs; `make bench BENCH_FULL=1` runs them).")
+    return Plan(task, mode, seeds, tuple(method(m) for m in tuned), tuple(single), tuple(cuts))
+
+
+def all_plans(mode: str) -> list[Plan]:
+    return [plan(name, mode) for name in TASKS]

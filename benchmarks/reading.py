@@ -1,0 +1,112 @@
+"""The report's reading of the figures, in words generated from the numbers (never written by hand).
+
+Every sentence is computed from one task's results JSON, so it cannot go stale. A difference between two
+methods is called clear only when it exceeds twice the standard error of the difference of their seed
+means; otherwise the sentence says it is within the seeds' noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["compare", "task_reading", "losses"]
+
+
+def _fmt(x: float | None, spec: str = ".4g") -> str:
+    return "n/a" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def compare(result: dict, a: str, b: str) -> str:
+    """``better``, ``worse`` or ``level`` for method ``a`` against method ``b`` (clear differences only)."""
+    ea, eb = result["methods"][a], result["methods"][b]
+    ma, mb = ea["final_mean"], eb["final_mean"]
+    higher = result["task"]["higher_is_better"]
+    if not math.isfinite(ma) or not math.isfinite(mb):
+        if math.isfinite(ma) == math.isfinite(mb):
+            return "level"
+        return "better" if math.isfinite(ma) else "worse"
+    sa, sb = ea["final_std"], eb["final_std"]
+    n = len(result["seeds"])
+    noise = 2 * math.sqrt(((sa if math.isfinite(sa) else 0) ** 2 + (sb if math.isfinite(sb) else 0) ** 2) / n)
+    if abs(ma - mb) <= noise:
+        return "level"
+    return "better" if (ma > mb) == higher else "worse"
+
+
+def losses(result: dict, label: str = "autolrs") -> list[str]:
+    """The methods that clearly beat ``label`` on the final metric."""
+    if label not in result["methods"]:
+        return []
+    return [k for k in result["methods"] if k != label and compare(result, k, label) == "better"]
+
+
+def _speed(e: dict, key: str) -> str:
+    return "n/a" if e.get(key) is None else f"{e[key]:.2f}x"
+
+
+def task_reading(result: dict) -> list[str]:
+    """Sentences about autolrs on one task: quality, speed, cost, overhead, optimum, ablation, losses."""
+    methods = result["methods"]
+    if "autolrs" not in methods:
+        return []
+    task = result["task"]
+    metric = task["metric"]
+    a = methods["autolrs"]
+    out = []
+    if "cosine" in methods:
+        c = methods["cosine"]
+        verdict = {"better": "clearly better than", "worse": "clearly worse than",
+                   "level": "within the seeds' noise of"}[compare(result, "autolrs", "cosine")]
+        out.append(f"Final {metric}: autolrs {_fmt(a['final_mean'])} ± {_fmt(a['final_std'], '.2g')}, "
+                   f"{verdict} the tuned cosine's {_fmt(c['final_mean'])} ± {_fmt(c['final_std'], '.2g')} "
+                   f"(peak LR {_fmt(c['lr'], '.3g')}, chosen from {c['tuning_runs']} grid points).")
+    if result["target"]:
+        if a["steps_to_target"] is None:
+            out.append(f"autolrs never reaches the target ({_fmt(result['target']['value'])}) within the "
+                       f"{task['budget']}-step budget, so it has no speedup on this task.")
+        else:
+            out.append(f"autolrs reaches the target at {a['steps_to_target']} optimizer steps, search included "
+                       f"({a['kept_steps_to_target']:.0f} kept steps): a speedup of "
+                       f"{_speed(a, 'speedup_vs_cosine')} over the tuned cosine counting every step, "
+                       f"{_speed(a, 'kept_speedup_vs_cosine')} counting kept steps only.")
+    best = result.get("best_baseline")
+    if best:
+        b = methods[best]
+        ranked = sorted((e["final_mean"] for e in methods.values() if math.isfinite(e["final_mean"])),
+                        reverse=task["higher_is_better"])
+        rank = ranked.index(a["final_mean"]) + 1 if a["final_mean"] in ranked else len(methods)
+        out.append(f"The best baseline is {best} ({_fmt(b['final_mean'])}); autolrs ranks {rank} of "
+                   f"{len(methods)} methods by final {metric}, and is "
+                   f"{ {'better': 'clearly ahead of', 'worse': 'clearly behind', 'level': 'level with'}[compare(result, 'autolrs', best)] } "
+                   f"it; speedup against it: {_speed(a, 'speedup_vs_best')} (total steps).")
+        if b["tuned"]:
+            out.append(f"Its tuning cost {b['tuning_runs']} runs ({b['tuning_steps']} optimizer steps) against "
+                       f"autolrs's single run ({a['tuning_steps']} steps): {b['tuning_steps'] / a['tuning_steps']:.0f}x "
+                       "the compute to obtain the model.")
+    if a.get("overhead") is not None:
+        out.append(f"autolrs's own computation (controller, forecasts, GP, snapshots) took "
+                   f"{100 * a['overhead']:.0f}% of its runs' wall time "
+                   f"({a['overhead'] * a['wall_s']:.1f} s of {a['wall_s']:.1f} s per run).")
+    if "ratio_to_optimal" in a:
+        parts = [f"autolrs's final loss is {_fmt(a['ratio_to_optimal'], '.2f')}x the optimal schedule's expected "
+                 "loss"]
+        if a.get("expected_ratio_to_optimal") is not None:
+            parts.append(f"the exact expected loss of the LR sequence it kept is "
+                         f"{_fmt(a['expected_ratio_to_optimal'], '.2f')}x")
+        if "cosine" in methods and "ratio_to_optimal" in methods["cosine"]:
+            parts.append(f"the tuned cosine's final loss is {_fmt(methods['cosine']['ratio_to_optimal'], '.2f')}x")
+        out.append("; ".join(parts) + ".")
+    ablation = result.get("ablation")
+    if ablation:
+        verdict = compare(result, "autolrs-kappa1e6", "autolrs")
+        words = {"better": "clearly better than", "worse": "clearly worse than", "level": "within noise of"}
+        out.append(f"Ablation: kappa = 1e6 (the reference code's pure exploration) gives "
+                   f"{_fmt(ablation['final_means']['1e6'])}, {words[verdict]} kappa = 2 "
+                   f"({_fmt(ablation['final_means']['2.0'])}).")
+    beaten_by = losses(result)
+    if beaten_by:
+        out.append(f"Where autolrs loses: {', '.join(beaten_by)} "
+                   f"{'ends' if len(beaten_by) == 1 else 'end'} clearly better on this task.")
+    else:
+        out.append("No method ends clearly better than autolrs on this task.")
+    return out

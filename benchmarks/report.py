@@ -1,0 +1,245 @@
+"""``BENCHMARKS.md``: generated from the results JSON of one bench run (and never edited by hand).
+
+``python -m benchmarks.report [results folder] [report]`` regenerates it (and the plots) without running
+anything. Every number in it is read from ``<results>/<task>.json`` and ``<results>/bench.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+
+from . import plots, reading
+from .methods.optimizers import SCHEDULE_FREE_WARMUP
+from .train import DIVERGENCE_FACTOR
+from .tasks import TASKS
+
+__all__ = ["write_report", "write_manifest"]
+
+
+def _fmt(x, spec: str = ".4g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "diverged" if isinstance(x, float) and math.isinf(x) else "–"
+    return format(x, spec)
+
+
+def _pm(mean, std) -> str:
+    return f"{_fmt(mean)} ± {_fmt(std, '.2g')}" if std is not None and math.isfinite(std) else _fmt(mean)
+
+
+def write_manifest(folder: Path, **fields) -> Path:
+    """``bench.json``: what the whole bench run was (mode, wall time, machine)."""
+    import torch
+
+    manifest = {
+        **fields,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+                    "torch": torch.__version__},
+    }
+    path = Path(folder) / "bench.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def _method_table(result: dict) -> list[str]:
+    task = result["task"]
+    extra = list(task["extra_metrics"])
+    nqm = any("ratio_to_optimal" in e for e in result["methods"].values())
+    head = ["method", "peak LR", f"final {task['metric']} (mean ± std)", *[f"final {k}" for k in extra],
+            "steps to target", "kept steps to target", "speedup vs cosine (total / kept)",
+            "speedup vs best baseline", "tuning runs (steps)", "autolrs overhead"]
+    if nqm:
+        head += ["final / optimal", "expected / optimal"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, e in result["methods"].items():
+        lr = "–" if e["lr"] is None else f"{e['lr']:.3g}" + (" (edge)" if e["best_at_edge"] else "")
+        if e["family"] == "schedule-free" and not e["tuned"]:
+            lr += " (default)"
+        speed = f"{_fmt(e['speedup_vs_cosine'], '.2f')} / {_fmt(e['kept_speedup_vs_cosine'], '.2f')}" \
+            if e["family"] == "autolrs" else _fmt(e["speedup_vs_cosine"], ".2f")
+        kept = _fmt(e["kept_steps_to_target"], ".0f") if e["family"] == "autolrs" else "(same)"
+        row = [f"**{label}**" if label == "autolrs" else label, lr, _pm(e["final_mean"], e["final_std"]),
+               *[_fmt(e["extra_means"].get(k)) for k in extra], _fmt(e["steps_to_target"]), kept, speed,
+               _fmt(e["speedup_vs_best"], ".2f"), f"{e['tuning_runs']} ({e['tuning_steps']})",
+               "–" if e["overhead"] is None else f"{100 * e['overhead']:.0f}%"]
+        if nqm:
+            row += [_fmt(e.get("ratio_to_optimal"), ".2f"), _fmt(e.get("expected_ratio_to_optimal"), ".2f")]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _grid_details(result: dict) -> list[str]:
+    lines = ["<details><summary>Grids and per-seed results</summary>", ""]
+    seeds = result["seeds"]
+    lines += ["| method | LR | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | diverged |",
+              "|---|---|" + "---|" * len(seeds) + "---|---|"]
+    for label, e in result["methods"].items():
+        rows = e["grid_results"] or [{"lr": e["lr"], "finals": [p["final"][result["task"]["metric"]]
+                                                                 for p in e["per_seed"]],
+                                      "mean": e["final_mean"], "diverged": sum(p["diverged"] for p in e["per_seed"])}]
+        for row in rows:
+            mark = " **(best)**" if e["tuned"] and row["lr"] == e["lr"] else ""
+            lr = "–" if row["lr"] is None else f"{row['lr']:.4g}"
+            lines.append(f"| {label} | {lr}{mark} | " + " | ".join(_fmt(v) for v in row["finals"]) +
+                         f" | {_fmt(row['mean'])} | {row['diverged']} |")
+    lines += ["", "</details>", ""]
+    return lines
+
+
+def _autolrs_details(result: dict) -> list[str]:
+    e = result["methods"].get("autolrs")
+    if not e or not e.get("autolrs"):
+        return []
+    lines = ["<details><summary>autolrs's stages (chosen LR x kept steps), per seed</summary>", ""]
+    for run in e["autolrs"]:
+        stages = ", ".join(f"{_fmt(s['lr'], '.3g')} x {s['kept_steps']}" for s in run["stages"] if s["lr"])
+        lines.append(f"- seed {run['seed']}: {stages}")
+    warned = sorted({w for p in e["per_seed"] for w in p["warnings"]})
+    if warned:
+        lines += ["", f"{len(warned)} distinct autolrs warnings, e.g.: `{warned[0]}`"]
+    lines += ["", "</details>", ""]
+    return lines
+
+
+def _task_section(result: dict, folder: Path, report: Path) -> list[str]:
+    task = result["task"]
+    name = task["name"]
+    rel = os.path.relpath(folder, report.parent)
+    pictures = [plots.plot_curves(result, folder / f"{name}-curves.png"),
+                plots.plot_lrs(result, folder / f"{name}-lr.png")]
+    if any(e["tuned"] for e in result["methods"].values()):
+        pictures.append(plots.plot_grids(result, folder / f"{name}-grids.png"))
+    target = result["target"]
+    lines = [f"## {name}", "", f"{task['title']}; budget {task['budget']} optimizer steps; metric: "
+             f"`{task['metric']}` ({'higher' if task['higher_is_better'] else 'lower'} is better), evaluated on "
+             f"the kept model every {task['eval_every']} steps; seeds {result['seeds']}; "
+             f"grid of peak LRs {list(task['grid'])}; autolrs range {list(task['lr_range'])}.", "",
+             f"Set-up: {task['notes']}", ""]
+    if target:
+        src = target["source"]
+        lines += [f"Target: {_fmt(target['value'])}" + (f" (the tuned {src['method']}'s mean final "
+                  f"{task['metric']}, peak LR {src['lr']:.3g})." if src else " (given)."), ""]
+    for cut in result["cuts"]:
+        lines += [f"- Cut: {cut}"]
+    if result["cuts"]:
+        lines.append("")
+    per_run = result["run_seconds"] / max(result["runs"], 1)
+    lines += [f"{result['runs']} runs, {per_run:.0f} s each on average (training and evaluation); task wall "
+              f"time {result['wall_s'] / 60:.1f} min.", ""]
+    lines += _method_table(result) + [""]
+    optimal = (result.get("reference") or {}).get("optimal")
+    if optimal:
+        lines += [f"Optimal reference: {optimal['pieces']} equal pieces, expected final loss "
+                  f"{_fmt(optimal['expected_loss'])}; LRs " + ", ".join(f"{v:.3g}" for v in optimal["lrs"]) +
+                  f" ({optimal['method']}).", ""]
+    lines += [f"![{p.stem}]({rel}/{p.name})" for p in pictures] + [""]
+    lines += _grid_details(result) + _autolrs_details(result)
+    lines += ["**Reading.** " + " ".join(reading.task_reading(result)), ""]
+    return lines
+
+
+def _headline(results: list[dict]) -> list[str]:
+    head = ["task", "autolrs final", "tuned cosine final", "best baseline", "speedup vs cosine (total / kept)",
+            "speedup vs best (total / kept)", "tuning steps: best baseline / autolrs", "autolrs overhead"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        m = r["methods"]
+        a, c = m.get("autolrs"), m.get("cosine")
+        if a is None:
+            continue
+        best = r["best_baseline"]
+        b = m.get(best) if best else None
+        lines.append("| " + " | ".join([
+            r["task"]["name"], _pm(a["final_mean"], a["final_std"]),
+            _pm(c["final_mean"], c["final_std"]) if c else "–",
+            f"{best}: {_fmt(b['final_mean'])}" if b else "–",
+            f"{_fmt(a['speedup_vs_cosine'], '.2f')} / {_fmt(a['kept_speedup_vs_cosine'], '.2f')}",
+            f"{_fmt(a['speedup_vs_best'], '.2f')} / {_fmt(a['kept_speedup_vs_best'], '.2f')}",
+            f"{b['tuning_steps']} / {a['tuning_steps']}" if b else "–",
+            "–" if a["overhead"] is None else f"{100 * a['overhead']:.0f}%"]) + " |")
+    return lines
+
+
+SETUP = f"""\
+## Protocol
+
+- **Same optimizer, budget and seeds for every method.** Each task fixes its optimizer (SGD or AdamW and
+  their settings), its step budget and its seeds; a seed fixes the initial weights and the order of the
+  mini-batches, so every method sees the same data.
+- **autolrs pays for its search.** Its budget is the same number of optimizer steps, search included.
+  Curves are plotted against all optimizer steps; its *kept steps* (the trajectory it keeps) are reported
+  beside them.
+- **The kept model is what is measured**, every `eval_every` optimizer steps: for autolrs during a search,
+  the stage snapshot (`AutoLRS.kept_state_dict()`), never a candidate branch it may throw away.
+- **Tuned baselines are tuned as their users would**: a log grid of the peak LR (at least 7 points, the same
+  span as autolrs's search range), every point with every seed, the best mean over seeds wins (tuned on the
+  reported metric itself, which favours the baselines), and a best point on an edge grows the grid.
+  Schedules: constant; step (x0.1 at 50% and 75%); cosine to zero; one-cycle (PyTorch's `OneCycleLR`
+  shape: 30% cosine warm-up from peak/25, then down to peak/2.5e5); CLR `triangular2` (base peak/4, 4
+  cycles); SGDR (periods 1, 2, 4, 8 units filling the budget). Only the LR is scheduled.
+- **LR-free optimizers in their authors' settings**: Prodigy `lr=1.0` with cosine annealing over the run
+  (one run); Schedule-Free SGD/AdamW with {SCHEDULE_FREE_WARMUP:.0%} warmup, evaluated at its averaged iterate (`optimizer.eval()`),
+  its LR tuned on a grid where the budget allows (its authors say it needs tuning), else the package default.
+- **A run whose loss turns NaN/inf or grows {DIVERGENCE_FACTOR:g}-fold** stops and counts as diverged with the worst metric
+  (accuracy 0, loss infinite) for the rest of its curve; autolrs handles diverging candidates itself.
+- **Steps to target**: the target is the tuned cosine's mean final metric; a method's steps to target is the
+  first evaluation at which its seed-mean curve is at least as good (autolrs: total steps, and the mean kept
+  steps at that evaluation). Speedup = the reference's steps to target / the method's.
+- **Tuning cost**: optimizer steps a user spends to obtain the model: grid points x budget for a tuned
+  method, one budget for autolrs and Prodigy.
+- **autolrs overhead**: wall time inside autolrs (its constructor and `step`: controller, forecasts, GP
+  fits, snapshots and restores, `val_fn` if any), measured with `perf_counter` in the same runs, divided by
+  the run's wall time (training loop without the harness's curve evaluations).
+- **Threads**: each of 2 worker processes runs one run at a time with 1 thread (torch, OpenMP and BLAS).
+- A difference is called *clear* when it exceeds twice the standard error of the difference of the seed
+  means.
+"""
+
+
+def write_report(folder: Path, report: Path) -> Path:
+    """Write the report (and the plots, in ``folder``) from ``folder/<task>.json``."""
+    folder, report = Path(folder), Path(report)
+    results = []
+    for name in TASKS:
+        path = folder / f"{name}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+    manifest_path = folder / "bench.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    run_ids = sorted({r["run_id"] for r in results if r.get("run_id")})
+    lines = ["# Benchmarks", "",
+             "*Generated by `make bench` (`python -m benchmarks.run`) from `benchmarks/results/*.json`; do not "
+             "edit by hand: `python -m benchmarks.report` regenerates it from the JSON.*", ""]
+    modes = sorted({r["mode"] for r in results})
+    lines.append(f"Mode: {', '.join(modes)}; bench run {', '.join(run_ids) or '–'}"
+                 + (f"; whole bench {manifest['wall_s'] / 60:.1f} min" if manifest.get("wall_s") else "")
+                 + (f" on {manifest['machine']['cpus']} CPU cores, torch {manifest['machine']['torch']}"
+                    if manifest.get("machine") else "") + ".")
+    if len(run_ids) > 1:
+        lines.append(f"**Warning: these tasks come from {len(run_ids)} different bench runs.**")
+    lines += ["", "## Headline", ""] + _headline(results) + ["", SETUP]
+    for r in results:
+        lines += _task_section(r, folder, report)
+    lines += ["## Reproduce", "", "```bash",
+              "make bench                 # this report (3 seeds, the cuts above; <= 90 min on 2 cores)",
+              "make bench BENCH_FULL=1    # every method on every task",
+              "make bench-quick           # 1 seed, short budgets, a few minutes (benchmarks/.cache/quick/)",
+              "python -m benchmarks.run --task mnist1d-cnn --methods autolrs --seeds 0 1 2 3 4 \\",
+              "    --autolrs-options '{\"candidates\": 5}'   # an autolrs variant against the published target",
+              "```", "", "Runs are cached in `benchmarks/.cache/` (keyed by set-up and code), so an interrupted "
+              "bench resumes.", ""]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":  # pragma: no cover
+    here = Path(__file__).resolve().parent
+    args = sys.argv[1:]
+    write_report(Path(args[0]) if args else here / "results",
+                 Path(args[1]) if len(args) > 1 else here.parent / "BENCHMARKS.md")

@@ -1,0 +1,121 @@
+"""The benchmark harness end to end: the quick path of the NQM task on a tiny budget, and its JSON schema.
+
+The NQM is the only task whose runs take milliseconds, so a whole bench of it (grids with edge extension,
+autolrs and its ablation, Prodigy, Schedule-Free, the optimal schedule, the report and its plots) fits in
+a few seconds. It goes through the same command as ``make bench-quick``, in this process, without the
+cache. Prodigy and Schedule-Free come with the ``bench`` extra; without them only the experiment path
+(the schedules and autolrs, same schema) runs.
+"""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import run  # noqa: E402
+from benchmarks.methods.schedules import SCHEDULES  # noqa: E402
+from benchmarks.schema import validate  # noqa: E402
+
+BUDGET = 200  # autolrs's smallest budget with its 10 candidates is 110 steps
+BENCH_EXTRA = all(importlib.util.find_spec(m) for m in ("prodigyopt", "schedulefree", "matplotlib"))
+
+
+def _strict(path: Path) -> dict:
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_experiment_results_follow_the_schema(tmp_path):
+    path = tmp_path / "nqm.json"
+    code = run.main(["--task", "nqm", "--methods", "cosine", "autolrs", "--seeds", "0", "1", "--budget",
+                     str(BUDGET), "--workers", "1", "--no-cache", "--json", str(path),
+                     "--autolrs-options", '{"candidates": 5}'])
+    assert code == 0
+    result = _strict(path)
+    assert validate(result) == []
+    assert set(result["methods"]) == {"cosine", 'autolrs{"candidates"=5}'}
+    autolrs = result["methods"]['autolrs{"candidates"=5}']
+    assert autolrs["options"] == {"candidates": 5}
+    assert [s["seed"] for s in autolrs["per_seed"]] == [0, 1]
+    assert result["target"]["value"] == result["methods"]["cosine"]["final_mean"]
+
+
+@pytest.fixture(scope="module")
+def quick_bench(tmp_path_factory):
+    if not BENCH_EXTRA:
+        pytest.skip("needs the bench extra: pip install -e '.[bench]'")
+    out = tmp_path_factory.mktemp("bench")
+    code = run.main(["--quick", "--task", "nqm", "--budget", str(BUDGET), "--workers", "1", "--no-cache",
+                     "--out", str(out / "results"), "--report", str(out / "BENCHMARKS.md")])
+    assert code == 0
+    return out
+
+
+def test_results_follow_the_schema(quick_bench):
+    result = _strict(quick_bench / "results" / "nqm.json")
+    assert validate(result) == []
+    assert result["mode"] == "quick" and result["seeds"] == [0]
+    assert result["task"]["budget"] == BUDGET
+
+
+def test_every_method_ran_on_the_same_budget(quick_bench):
+    result = json.loads((quick_bench / "results" / "nqm.json").read_text())
+    methods = result["methods"]
+    assert set(SCHEDULES) | {"schedule-free", "prodigy", "autolrs", "autolrs-kappa1e6"} == set(methods)
+    for entry in methods.values():
+        assert entry["curve"]["steps"][-1] == BUDGET
+        for seed in entry["per_seed"]:
+            assert seed["steps_taken"] == BUDGET or seed["diverged"]
+    autolrs = methods["autolrs"]
+    assert autolrs["per_seed"][0]["kept_steps"] < BUDGET  # the search's steps are counted
+    assert 0 < autolrs["overhead"] < 1
+    tuned = [e for e in methods.values() if e["tuned"]]
+    assert tuned and all(len(e["grid"]) >= 7 and e["tuning_steps"] == len(e["grid"]) * BUDGET for e in tuned)
+    # The target is the tuned cosine's final metric, which its own mean curve reaches within the budget.
+    assert result["target"]["value"] == methods["cosine"]["final_mean"]
+    assert methods["cosine"]["speedup_vs_cosine"] is not None
+
+
+def test_nqm_reports_the_optimal_schedule(quick_bench):
+    result = json.loads((quick_bench / "results" / "nqm.json").read_text())
+    optimal = result["reference"]["optimal"]
+    assert sum(optimal["lengths"]) == BUDGET
+    cosine = result["methods"]["cosine"]
+    # Nothing beats the optimum in expectation by more than the piecewise-constant class allows.
+    assert cosine["expected_ratio_to_optimal"] > 0.9
+    assert math.isfinite(result["methods"]["autolrs"]["expected_ratio_to_optimal"])
+
+
+def test_report_is_generated_from_the_json(quick_bench):
+    report = (quick_bench / "BENCHMARKS.md").read_text()
+    assert "## nqm" in report and "**Reading.**" in report
+    for name in ("nqm-curves.png", "nqm-lr.png", "nqm-grids.png"):
+        assert (quick_bench / "results" / name).stat().st_size > 0
+
+
+def test_schedules_match_pytorchs_schedulers():
+    import torch
+
+    from benchmarks.methods.schedules import clr_triangular2, one_cycle, sgdr
+
+    budget = 1500
+    reference = {
+        one_cycle: lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=budget,
+                                                                 cycle_momentum=False),
+        clr_triangular2: lambda o: torch.optim.lr_scheduler.CyclicLR(
+            o, base_lr=0.25, max_lr=1.0, step_size_up=budget // 8, mode="triangular2", cycle_momentum=False),
+        sgdr: lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=budget // 15, T_mult=2),
+    }
+    for schedule, make in reference.items():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = make(optimizer)
+        for t in range(budget - 1):
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(schedule(t, budget), abs=1e-12), (schedule, t)
+            optimizer.step()
+            scheduler.step()
