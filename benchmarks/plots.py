@@ -57,8 +57,11 @@ def plot_curves(result: dict, path: Path) -> Path:
         finals = [e["final_mean"] for e in result["methods"].values() if math.isfinite(e["final_mean"])]
         if finals:  # zoom on the end of training, where the methods differ
             lo, hi = min(finals), max(finals)
-            pad = max(hi - lo, 1e-3)
-            ax.set_ylim((lo - 3 * pad, hi + pad) if task["higher_is_better"] else (lo - pad, hi + 3 * pad))
+            pad = max(hi - lo, 0.01 * abs(hi))
+            if task["higher_is_better"]:
+                ax.set_ylim(max(0.0, lo - 2 * pad), hi + 0.5 * pad)
+            else:
+                ax.set_ylim(lo - 0.5 * pad, hi + 2 * pad)
     ax.set_xlabel("optimizer steps (autolrs: search included)")
     ax.set_ylabel(f"{task['metric']} (kept model, mean of {len(result['seeds'])} seeds)")
     ax.set_title(task["name"])

@@ -27,6 +27,8 @@ def compare(result: dict, a: str, b: str) -> str:
         return "better" if math.isfinite(ma) else "worse"
     sa, sb = ea["final_std"], eb["final_std"]
     n = len(result["seeds"])
+    if n < 2:  # no noise estimate: the sign alone
+        return "level" if ma == mb else "better" if (ma > mb) == higher else "worse"
     noise = 2 * math.sqrt(((sa if math.isfinite(sa) else 0) ** 2 + (sb if math.isfinite(sb) else 0) ** 2) / n)
     if abs(ma - mb) <= noise:
         return "level"
@@ -38,6 +40,13 @@ def losses(result: dict, label: str = "autolrs") -> list[str]:
     if label not in result["methods"]:
         return []
     return [k for k in result["methods"] if k != label and compare(result, k, label) == "better"]
+
+
+def _spread(result: dict, e: dict) -> str:
+    """``mean ± std`` over the seeds (the mean alone for one seed)."""
+    if len(result["seeds"]) < 2:
+        return _fmt(e["final_mean"])
+    return f"{_fmt(e['final_mean'])} ± {_fmt(e['final_std'], '.2g')}"
 
 
 def _speed(e: dict, key: str) -> str:
@@ -53,12 +62,14 @@ def task_reading(result: dict) -> list[str]:
     metric = task["metric"]
     a = methods["autolrs"]
     out = []
+    if len(result["seeds"]) < 2:
+        out.append("(One seed: no noise estimate, so \"clearly\" below means only \"by any margin\".)")
     if "cosine" in methods:
         c = methods["cosine"]
         verdict = {"better": "clearly better than", "worse": "clearly worse than",
                    "level": "within the seeds' noise of"}[compare(result, "autolrs", "cosine")]
-        out.append(f"Final {metric}: autolrs {_fmt(a['final_mean'])} ± {_fmt(a['final_std'], '.2g')}, "
-                   f"{verdict} the tuned cosine's {_fmt(c['final_mean'])} ± {_fmt(c['final_std'], '.2g')} "
+        out.append(f"Final {metric}: autolrs {_spread(result, a)}, "
+                   f"{verdict} the tuned cosine's {_spread(result, c)} "
                    f"(peak LR {_fmt(c['lr'], '.3g')}, chosen from {c['tuning_runs']} grid points).")
     if result["target"]:
         if a["steps_to_target"] is None:

@@ -18,7 +18,7 @@ from .methods.optimizers import SCHEDULE_FREE_WARMUP
 from .train import DIVERGENCE_FACTOR
 from .tasks import TASKS
 
-__all__ = ["write_report", "write_manifest"]
+__all__ = ["write_report", "write_manifest", "code_state"]
 
 
 def _fmt(x, spec: str = ".4g") -> str:
@@ -27,12 +27,29 @@ def _fmt(x, spec: str = ".4g") -> str:
     return format(x, spec)
 
 
-def _pm(mean, std) -> str:
-    return f"{_fmt(mean)} ± {_fmt(std, '.2g')}" if std is not None and math.isfinite(std) else _fmt(mean)
+def _pm(mean, std, seeds: int = 2) -> str:
+    if seeds < 2 or std is None or not math.isfinite(std):
+        return _fmt(mean)
+    return f"{_fmt(mean)} ± {_fmt(std, '.2g')}"
+
+
+def code_state() -> dict:
+    """The git commit, and whether autolrs's source differs from it (call when the bench starts)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                                  cwd=Path(__file__).resolve().parent).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {"git_commit": git("rev-parse", "HEAD") or None,
+            "autolrs_uncommitted_changes": bool(git("status", "--porcelain", "--", "../src/autolrs"))}
 
 
 def write_manifest(folder: Path, **fields) -> Path:
-    """``bench.json``: what the whole bench run was (mode, wall time, machine)."""
+    """``bench.json``: what the whole bench run was (mode, wall time, code, machine)."""
     import torch
 
     manifest = {
@@ -63,7 +80,7 @@ def _method_table(result: dict) -> list[str]:
         speed = f"{_fmt(e['speedup_vs_cosine'], '.2f')} / {_fmt(e['kept_speedup_vs_cosine'], '.2f')}" \
             if e["family"] == "autolrs" else _fmt(e["speedup_vs_cosine"], ".2f")
         kept = _fmt(e["kept_steps_to_target"], ".0f") if e["family"] == "autolrs" else "(same)"
-        row = [f"**{label}**" if label == "autolrs" else label, lr, _pm(e["final_mean"], e["final_std"]),
+        row = [f"**{label}**" if label == "autolrs" else label, lr, _pm(e["final_mean"], e["final_std"], len(result["seeds"])),
                *[_fmt(e["extra_means"].get(k)) for k in extra], _fmt(e["steps_to_target"]), kept, speed,
                _fmt(e["speedup_vs_best"], ".2f"), f"{e['tuning_runs']} ({e['tuning_steps']})",
                "–" if e["overhead"] is None else f"{100 * e['overhead']:.0f}%"]
@@ -155,8 +172,8 @@ def _headline(results: list[dict]) -> list[str]:
         best = r["best_baseline"]
         b = m.get(best) if best else None
         lines.append("| " + " | ".join([
-            r["task"]["name"], _pm(a["final_mean"], a["final_std"]),
-            _pm(c["final_mean"], c["final_std"]) if c else "–",
+            r["task"]["name"], _pm(a["final_mean"], a["final_std"], len(r["seeds"])),
+            _pm(c["final_mean"], c["final_std"], len(r["seeds"])) if c else "–",
             f"{best}: {_fmt(b['final_mean'])}" if b else "–",
             f"{_fmt(a['speedup_vs_cosine'], '.2f')} / {_fmt(a['kept_speedup_vs_cosine'], '.2f')}",
             f"{_fmt(a['speedup_vs_best'], '.2f')} / {_fmt(a['kept_speedup_vs_best'], '.2f')}",
@@ -219,7 +236,12 @@ def write_report(folder: Path, report: Path) -> Path:
     lines.append(f"Mode: {', '.join(modes)}; bench run {', '.join(run_ids) or '–'}"
                  + (f"; whole bench {manifest['wall_s'] / 60:.1f} min" if manifest.get("wall_s") else "")
                  + (f" on {manifest['machine']['cpus']} CPU cores, torch {manifest['machine']['torch']}"
-                    if manifest.get("machine") else "") + ".")
+                    if manifest.get("machine") else "")
+                 + (f"; code at commit {manifest['git_commit'][:10]}" if manifest.get("git_commit") else "")
+                 + (" with uncommitted changes to autolrs" if manifest.get("autolrs_uncommitted_changes") else "")
+                 + ".")
+    if manifest.get("autolrs_changed_during_run"):
+        lines.append("**Warning: autolrs's source changed while this bench ran; its runs may mix versions.**")
     if len(run_ids) > 1:
         lines.append(f"**Warning: these tasks come from {len(run_ids)} different bench runs.**")
     lines += ["", "## Headline", ""] + _headline(results) + ["", SETUP]

@@ -31,7 +31,7 @@ import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from .cache import CACHE_DIR, RunCache  # noqa: E402
+from .cache import CACHE_DIR, RunCache, code_fingerprint  # noqa: E402
 from .methods import Method, autolrs_method, method  # noqa: E402
 from .plans import Plan, plan  # noqa: E402
 from .suite import run_task  # noqa: E402
@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 _write(result, args.json if len(args.tasks) == 1 else args.json.with_name(f"{task}-{args.json.name}"))
         return 0
 
+    from .report import code_state, write_manifest, write_report
+
+    code = code_state()
+    autolrs_source = code_fingerprint.__wrapped__(True)  # to detect edits to autolrs during the bench
     mode_name = "quick" if args.quick else "full" if args.full else "default"
     out = args.out or (QUICK_DIR / "results" if args.quick else RESULTS_DIR)
     report = args.report or (QUICK_DIR / "BENCHMARKS.md" if args.quick else REPORT)
@@ -139,10 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_task(p, cache, args.workers, args.target, run_id)
         path = _write(result, out / f"{task}.json")
         print(f"\n{task} ({result['wall_s']:.0f} s)\n{summary_table(result)}\nwrote {path}", flush=True)
-    from .report import write_manifest, write_report
-
     wall = time.perf_counter() - start
-    write_manifest(out, run_id=run_id, mode=mode_name, wall_s=wall, tasks=args.tasks)
+    code["autolrs_changed_during_run"] = code_fingerprint.__wrapped__(True) != autolrs_source
+    write_manifest(out, run_id=run_id, mode=mode_name, wall_s=wall, tasks=args.tasks, **code)
     write_report(out, report)
     print(f"\nwrote {report} ({wall / 60:.1f} min)")
     return 0
