@@ -92,8 +92,10 @@ class StageController:
         self.lr = config.warmup_lr
         self.history: list[dict] = []
         self.begun = False
-        # Search range, narrowed if every candidate of a stage diverges.
-        self._lo, self._hi = config.min_lr, config.max_lr
+        # Upper bounds of the search: for the run (lowered when an LR diverges) and for the current stage
+        # (lowered further when a kept stage makes no progress). Never below min_lr.
+        self._max_lr = config.max_lr
+        self._hi = config.max_lr
         self._stage = 0
         self._tau_next = config.stage_steps
         self._attempt = 0
@@ -225,7 +227,7 @@ class StageController:
             "tau": 0,
             "explore_steps": 0,
             "objective": objective,
-            "min_lr": self._lo,
+            "min_lr": self.config.min_lr,
             "max_lr": self._hi,
             "candidates": [],
             "lr": None,
@@ -238,6 +240,13 @@ class StageController:
         }
         self._keep_losses = []
         self._start_loss = float(np.mean(self._tail)) if self._tail else None
+        self._hi = self._max_lr
+        self._record["max_lr"] = self._hi
+        if self._hi <= cfg.min_lr * 1.0001:
+            # Every LR above min_lr diverged earlier in the run: nothing left to search.
+            self._record["events"].append("search range collapsed to min_lr after divergence: keeping min_lr")
+            self._record.update(tau=self._keep_length(self._tau_next), lr=cfg.min_lr)
+            return self._start_keep(cfg.min_lr, restore=False, snapshot=True)
         if plan is None:
             # No room for a search: keep training at the last chosen LR until the budget is spent.
             remaining = cfg.total_steps - self.steps_taken
@@ -253,7 +262,7 @@ class StageController:
         cfg = self.config
         first = self._previous_lr if cfg.warm_start else None
         self._search = BayesianSearch(
-            self._lo, self._hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
+            cfg.min_lr, self._hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
             first_lr=first,
         )
         self.phase = "explore"
@@ -333,23 +342,26 @@ class StageController:
         lowest = min(x["lr"] for x in current)
         return self._retry(f"all {len(current)} candidates diverged (lowest lr {lowest:.3g})", lowest)
 
-    def _retry(self, why: str, failed_lr: float) -> Decision:
+    def _retry(self, why: str, failed_lr: float, *, persist: bool = True) -> Decision:
         """Something failed at ``failed_lr``: restore S0 and go on below half of it.
 
         The stage's other candidates were measured from the same S0, so the best one left below the new
         bound is kept without a new search; only when none is left is the stage searched again. The range
         never leaves ``[min_lr, max_lr]``: when even ``min_lr`` failed it is kept, with a warning, and every
-        failure is rolled back to S0 again.
+        failure is rolled back to S0 again. With ``persist`` (divergence), the bound holds for the rest of
+        the run; otherwise (no progress) for this stage only.
         """
         cfg = self.config
-        exhausted = failed_lr <= self._lo * 1.0001
-        self._hi = max(self._lo, min(self._hi, failed_lr / 2.0))
+        exhausted = failed_lr <= self.config.min_lr * 1.0001
+        self._hi = max(self.config.min_lr, min(self._hi, failed_lr / 2.0))
+        if persist:
+            self._max_lr = min(self._max_lr, self._hi)
         if exhausted:
-            why += f"; every lr down to min_lr={self._lo:.3g} failed: lower min_lr"
+            why += f"; every lr down to min_lr={self.config.min_lr:.3g} failed: lower min_lr"
         message = f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}"
         warnings.warn(message, RuntimeWarning, stacklevel=3)
         self._record["events"].append(message)
-        self._record.update(min_lr=self._lo, max_lr=self._hi)
+        self._record.update(min_lr=self.config.min_lr, max_lr=self._hi)
         if self._previous_lr is not None and self._previous_lr > self._hi:
             self._previous_lr = None
         if not exhausted:
@@ -358,11 +370,11 @@ class StageController:
                 self._record.update(lr=best["lr"], forecast=best["forecast"])
                 return self._start_keep(best["lr"], restore=True)
             plan = self._plan()
-            if plan is not None and self._hi > self._lo * 1.0001:
+            if plan is not None and self._hi > self.config.min_lr * 1.0001:
                 self._attempt += 1
                 self._record.update(tau=plan[0], explore_steps=plan[1])
                 return self._start_search(restore=True, snapshot=False)
-        lr = self._lo if exhausted else max(self._lo, min(self._hi, self.lr / 10.0))
+        lr = self.config.min_lr if exhausted else max(self.config.min_lr, min(self._hi, self.lr / 10.0))
         self._record["events"].append(f"no search possible: keeping lr={lr:.3g}")
         self._record.update(lr=lr, forecast=None, tau=self._keep_length(self._record["tau"]))
         return self._start_keep(lr, restore=True)
@@ -406,7 +418,7 @@ class StageController:
                 why = (f"the kept stage at lr {self.lr:.3g} ended at loss {r['loss_reached']:.4g}, no better "
                        f"than its start {self._start_loss:.4g}")
                 self._discard_keep()
-                return self._retry(why, self.lr)
+                return self._retry(why, self.lr, persist=False)
         self._close_stage()
         self._previous_lr = self.lr
         self._tau_next = min(2 * self._tau_next, self.config.max_stage_steps)
@@ -480,7 +492,7 @@ class StageController:
         return sum(x > threshold for x in losses[-3:]) >= 2
 
     # -- state -------------------------------------------------------------------------------------
-    _STATE_FIELDS = ("steps_taken", "kept_steps", "phase", "lr", "history", "begun", "_lo", "_hi", "_stage",
+    _STATE_FIELDS = ("steps_taken", "kept_steps", "phase", "lr", "history", "begun", "_max_lr", "_hi", "_stage",
                      "_tau_next", "_attempt", "_record", "_candidate", "_keep_losses", "_tail", "_start_loss",
                      "_previous_lr")
 
@@ -492,7 +504,8 @@ class StageController:
         state["observations"] = [] if self._search is None else [list(o) for o in self._search.observations]
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict) -> None:
+        """Raise if ``state`` cannot be loaded into this controller (changes nothing)."""
         if not isinstance(state, dict):
             raise TypeError(f"Expected a dict from StageController.state_dict(), but got {type(state).__name__}.")
         version = state.get("version")
@@ -501,20 +514,26 @@ class StageController:
                 f"This state was saved by controller state version {version!r}; this autolrs reads version "
                 f"{STATE_VERSION}. Resume with the autolrs release that saved it."
             )
-        saved = state.get("config")
-        if saved != self.config.to_dict():
-            diff = sorted(k for k in self.config.to_dict() if (saved or {}).get(k) != self.config.to_dict()[k])
+        saved, ours = state.get("config"), self.config.to_dict()
+        if saved != ours:
+            diff = sorted(k for k in ours if not isinstance(saved, dict) or saved.get(k) != ours[k])
             raise ValueError(
                 f"This state was saved with another configuration (differs in {diff}); build AutoLRS with the "
                 "same options as the run that saved it."
             )
+        missing = [name.lstrip("_") for name in self._STATE_FIELDS if name.lstrip("_") not in state]
+        if missing or "observations" not in state:
+            raise ValueError(f"This state is incomplete (missing {missing or ['observations']}).")
+
+    def load_state_dict(self, state: dict) -> None:
+        self.check_state_dict(state)
         for name in self._STATE_FIELDS:
             setattr(self, name, copy.deepcopy(state[name.lstrip("_")]))
         self._search = None
         if self.phase == "explore":
             cfg = self.config
             self._search = BayesianSearch(
-                self._lo, self._hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
+                cfg.min_lr, self._hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
                 first_lr=self._previous_lr if cfg.warm_start else None,
             )
             for lr, value in state["observations"]:

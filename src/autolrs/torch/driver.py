@@ -266,19 +266,25 @@ class AutoLRS:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict`; load the model's and the optimizer's state dicts too."""
+        """Resume from :meth:`state_dict`; load the model's and the optimizer's state dicts too.
+
+        Everything is checked before anything changes: a state from another configuration, version, model
+        or optimizer raises and leaves this scheduler as it was.
+        """
         if not isinstance(state, dict) or "controller" not in state:
             raise TypeError(f"Expected a dict from AutoLRS.state_dict(), but got {type(state).__name__}.")
         if state.get("version") != DRIVER_STATE_VERSION:
             raise ValueError(
                 f"This state was saved by AutoLRS state version {state.get('version')!r}; this autolrs reads "
-                f"version {DRIVER_STATE_VERSION}."
+                f"version {DRIVER_STATE_VERSION}. Resume with the autolrs release that saved it."
             )
         if len(state["lr_ratios"]) != len(self.optimizer.param_groups):
             raise ValueError(
                 f"This state was saved for {len(state['lr_ratios'])} param groups, but the optimizer has "
                 f"{len(self.optimizer.param_groups)}."
             )
+        self.controller.check_state_dict(state["controller"])
+        self.snapshot.check_state_dict(state["snapshot"])
         self.controller.load_state_dict(state["controller"])
         self.snapshot.load_state_dict(state["snapshot"])
         self._lr_ratios = list(state["lr_ratios"])

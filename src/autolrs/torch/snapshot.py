@@ -141,20 +141,39 @@ class Snapshot:
             "param_groups": copy.deepcopy(self._groups),
         }
 
+    def check_state_dict(self, state: dict | None) -> None:
+        """Raise if ``state`` does not fit this model and optimizer (changes nothing)."""
+        if state is None:
+            return
+        if not isinstance(state, dict) or not {"model", "optimizer", "optimizer_devices", "param_groups"} <= set(state):
+            raise ValueError("The saved snapshot is not a Snapshot.state_dict().")
+        live = self._model_tensors()
+        if set(state["model"]) != set(live):
+            raise ValueError(
+                "The saved snapshot does not match this model's parameters and buffers (names differ); load it "
+                "into the same architecture that saved it."
+            )
+        wrong = [n for n, t in state["model"].items() if tuple(t.shape) != tuple(live[n].shape)]
+        if wrong:
+            raise ValueError(
+                f"The saved snapshot's tensors {wrong[:3]} have other shapes than this model's; load it into the "
+                "same architecture that saved it."
+            )
+        if any(int(i) >= len(self._params()) for i in state["optimizer"]):
+            raise ValueError("The saved snapshot has optimizer state for more parameters than this optimizer holds.")
+        if len(state["param_groups"]) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"The saved snapshot has {len(state['param_groups'])} optimizer param groups; this optimizer has "
+                f"{len(self.optimizer.param_groups)}."
+            )
+
     def load_state_dict(self, state: dict | None) -> None:
+        self.check_state_dict(state)
         if state is None:
             self.taken = False
             self._tensors, self._optim, self._optim_devices, self._groups = {}, {}, {}, []
             return
         live = self._model_tensors()
-        if set(state["model"]) != set(live):
-            raise ValueError(
-                "The saved snapshot does not match this model's parameters and buffers; load it into the same "
-                "architecture that saved it."
-            )
-        n_params = len(self._params())
-        if any(int(i) >= n_params for i in state["optimizer"]):
-            raise ValueError("The saved snapshot has optimizer state for more parameters than this optimizer holds.")
         self._tensors = {}
         for name, t in state["model"].items():
             self._tensors[name] = _storage_like(live[name], self.device)
@@ -171,7 +190,5 @@ class Snapshot:
                 else:
                     stored[key] = copy.deepcopy(value)
             self._optim[i] = stored
-        if len(state["param_groups"]) != len(self.optimizer.param_groups):
-            raise ValueError("The saved snapshot has a different number of optimizer param groups.")
         self._groups = copy.deepcopy(state["param_groups"])
         self.taken = True
