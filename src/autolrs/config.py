@@ -94,6 +94,9 @@ class AutoLRSConfig:
         choose: how a stage's LR is chosen among its candidates: ``"posterior"`` (default), the lowest
             Gaussian-process posterior mean at the tried LRs, which discounts a single lucky forecast; or
             ``"forecast"``, the lowest observed forecast (the reference code).
+        trust_region: if set (a factor > 1), each stage searches only within this factor of the previous
+            stage's LR (clipped to the range), so that noise in short forecasts cannot swing the schedule by
+            orders of magnitude from one stage to the next. ``None`` (the paper) searches the whole range.
         warm_start: propose the previous stage's LR as the first candidate of the next stage (it is the
             best-informed guess); otherwise the first candidate is random, as in the reference code.
         seed: seeds every random choice of the search.
@@ -116,6 +119,7 @@ class AutoLRSConfig:
     divergence_factor: float = 4.0
     min_explore_steps: int = 10
     choose: Literal["posterior", "forecast"] = "posterior"
+    trust_region: float | None = None
     warm_start: bool = True
     seed: int = 0
 
@@ -148,6 +152,9 @@ class AutoLRSConfig:
         _check_int("min_explore_steps", self.min_explore_steps, minimum=3)
         if self.choose not in ("posterior", "forecast"):
             raise ValueError(f"choose must be 'posterior' or 'forecast', but got {self.choose!r}.")
+        _check_real("trust_region", self.trust_region, positive=True, allow_none=True)
+        if self.trust_region is not None and self.trust_region <= 1:
+            raise ValueError(f"trust_region must be a factor > 1 (or None), but got {self.trust_region!r}.")
         if not isinstance(self.warm_start, bool):
             raise TypeError(f"warm_start must be a bool, but got {self.warm_start!r}.")
         _check_int("seed", self.seed, minimum=0)

@@ -258,13 +258,28 @@ class StageController:
         self._attempt = 0
         return self._start_search(restore=False, snapshot=True)
 
-    def _start_search(self, *, restore: bool, snapshot: bool) -> Decision:
+    def _search_range(self) -> tuple[float, float]:
+        """The stage's LR range: ``[min_lr, bound]``, or with ``trust_region`` a band around the last LR.
+
+        A retry searches the whole range below its bound: the band is where the stage failed.
+        """
         cfg = self.config
-        first = self._previous_lr if cfg.warm_start else None
-        self._search = BayesianSearch(
-            cfg.min_lr, self._hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
-            first_lr=first,
-        )
+        lo, hi = cfg.min_lr, self._hi
+        if cfg.trust_region is not None and self._previous_lr is not None and self._attempt == 0:
+            band = (max(lo, self._previous_lr / cfg.trust_region), min(hi, self._previous_lr * cfg.trust_region))
+            if band[1] > band[0] * 1.0001:
+                lo, hi = band
+        return lo, hi
+
+    def _make_search(self) -> BayesianSearch:
+        cfg = self.config
+        lo, hi = self._search_range()
+        return BayesianSearch(lo, hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
+                              first_lr=self._previous_lr if cfg.warm_start else None)
+
+    def _start_search(self, *, restore: bool, snapshot: bool) -> Decision:
+        self._search = self._make_search()
+        self._record.update(min_lr=self._search.min_lr, max_lr=self._search.max_lr)
         self.phase = "explore"
         return self._start_candidate(restore=restore, snapshot=snapshot)
 
@@ -531,10 +546,6 @@ class StageController:
             setattr(self, name, copy.deepcopy(state[name.lstrip("_")]))
         self._search = None
         if self.phase == "explore":
-            cfg = self.config
-            self._search = BayesianSearch(
-                cfg.min_lr, self._hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
-                first_lr=self._previous_lr if cfg.warm_start else None,
-            )
+            self._search = self._make_search()
             for lr, value in state["observations"]:
                 self._search.tell(lr, value)

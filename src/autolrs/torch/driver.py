@@ -53,7 +53,7 @@ class AutoLRS:
         min_lr, max_lr: the search range for the first group's LR.
         total_steps: optimizer-step budget, search included; stage sizes derive from it.
         stage_steps, max_stage_steps, candidates, explore_steps, kappa, warmup_steps, warmup_lr, seed,
-        loss_floor, max_extrapolation, divergence_factor, val_points, min_explore_steps, choose, warm_start: see
+        loss_floor, max_extrapolation, divergence_factor, val_points, min_explore_steps, choose, trust_region, warm_start: see
             :class:`~autolrs.config.AutoLRSConfig`.
         val_fn: a callable returning the validation loss (a real number); when given, stages of
             ``max_stage_steps`` observe it instead of the training loss (as the paper). autolrs calls it
@@ -99,6 +99,7 @@ class AutoLRS:
         val_points: int = 16,
         min_explore_steps: int = 10,
         choose: str = "posterior",
+        trust_region: float | None = None,
         warm_start: bool = True,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -123,7 +124,7 @@ class AutoLRS:
             warmup_steps=warmup_steps, warmup_lr=warmup_lr, use_validation=val_fn is not None,
             val_points=val_points, loss_floor=loss_floor, max_extrapolation=max_extrapolation,
             divergence_factor=divergence_factor, min_explore_steps=min_explore_steps, choose=choose,
-            warm_start=warm_start, seed=seed,
+            trust_region=trust_region, warm_start=warm_start, seed=seed,
         )
         self.model = model
         self.optimizer = optimizer
