@@ -24,6 +24,18 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str, columns: int = 1) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=columns)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _finite(xs, ys):
     pairs = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
     return ([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else ([], [])
@@ -62,15 +74,8 @@ def plot_curves(result: dict, path: Path) -> Path:
                 ax.set_ylim(max(0.0, lo - 2 * pad), hi + 0.5 * pad)
             else:
                 ax.set_ylim(lo - 0.5 * pad, hi + 2 * pad)
-    ax.set_xlabel("optimizer steps (autolrs: search included)")
-    ax.set_ylabel(f"{task['metric']} (kept model, mean of {len(result['seeds'])} seeds)")
-    ax.set_title(task["name"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "optimizer steps (autolrs: search included)",
+                 f"{task['metric']} (kept model, mean of {len(result['seeds'])} seeds)", task["name"], columns=2)
 
 
 def _steps(trace: list[list]) -> tuple[list, list]:
@@ -111,15 +116,8 @@ def plot_lrs(result: dict, path: Path) -> Path:
             labelled.add(name)
     ax.set_yscale("log")
     ax.set_ylim(bottom=result["task"]["lr_range"][0] / 10)  # cosine's last steps tend to zero
-    ax.set_xlabel("optimizer step (autolrs: search included)")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"{result['task']['name']}: LR schedules (seed {result['seeds'][0]})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "optimizer step (autolrs: search included)", "learning rate",
+                 f"{result['task']['name']}: LR schedules (seed {result['seeds'][0]})")
 
 
 def plot_grids(result: dict, path: Path) -> Path:
@@ -141,12 +139,5 @@ def plot_grids(result: dict, path: Path) -> Path:
         finals = [e["final_mean"] for e in result["methods"].values() if math.isfinite(e["final_mean"])]
         if finals:
             ax.set_ylim(max(0.0, min(finals) - 0.3), max(finals) + 0.02)
-    ax.set_xlabel("peak LR")
-    ax.set_ylabel(f"final {task['metric']} (mean of seeds)")
-    ax.set_title(f"{task['name']}: tuning grids")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "peak LR", f"final {task['metric']} (mean of seeds)",
+                 f"{task['name']}: tuning grids", columns=2)

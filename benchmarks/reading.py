@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["compare", "task_reading", "losses"]
+__all__ = ["compare", "task_reading", "losses", "forecast_errors"]
 
 
 def _fmt(x: float | None, spec: str = ".4g") -> str:
@@ -40,6 +40,20 @@ def losses(result: dict, label: str = "autolrs") -> list[str]:
     if label not in result["methods"]:
         return []
     return [k for k in result["methods"] if k != label and compare(result, k, label) == "better"]
+
+
+def forecast_errors(entry: dict) -> list[float]:
+    """Signed relative errors ``(reached - forecast) / reached`` of every kept stage's forecast, all seeds.
+
+    Positive: the stage ended worse than autolrs forecast when it chose the LR.
+    """
+    errors = []
+    for run in entry.get("autolrs") or []:
+        for stage in run["stages"]:
+            f, r = stage.get("forecast"), stage.get("loss_reached")
+            if f is not None and r is not None and r != 0:
+                errors.append((r - f) / abs(r))
+    return errors
 
 
 def _spread(result: dict, e: dict) -> str:
@@ -94,6 +108,16 @@ def task_reading(result: dict) -> list[str]:
             out.append(f"Its tuning cost {b['tuning_runs']} runs ({b['tuning_steps']} optimizer steps) against "
                        f"autolrs's single run ({a['tuning_steps']} steps): {b['tuning_steps'] / a['tuning_steps']:.0f}x "
                        "the compute to obtain the model.")
+    search = 1 - a["kept_steps_mean"] / task["budget"]
+    out.append(f"autolrs's search took {100 * search:.0f}% of the budget (it kept {a['kept_steps_mean']:.0f} of "
+               f"{task['budget']} steps on average).")
+    errors = sorted(forecast_errors(a))
+    if errors:
+        median = errors[len(errors) // 2]
+        worse = sum(e > 0 for e in errors) / len(errors)
+        out.append(f"autolrs's stage forecasts missed the loss the stage then reached by a median of "
+                   f"{100 * abs(median):.0f}% ({len(errors)} stages over all seeds; the stage ended worse than "
+                   f"forecast in {100 * worse:.0f}% of them).")
     if a.get("overhead") is not None:
         out.append(f"autolrs's own computation (controller, forecasts, GP, snapshots) took "
                    f"{100 * a['overhead']:.0f}% of its runs' wall time "
