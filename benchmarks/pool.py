@@ -80,11 +80,13 @@ def _log(done: int, total: int, job: Job, record: dict | None, error: str | None
     sys.stderr.flush()
 
 
-def run_jobs(jobs: list[Job], cache: RunCache, workers: int, threads: int) -> dict[str, dict]:
+def run_jobs(jobs: list[Job], cache: RunCache, workers: int, threads: int,
+             stats: dict | None = None) -> dict[str, dict]:
     """Records of ``jobs`` by key. Cached records are reused; identical jobs run once.
 
     ``workers <= 1`` runs in this process (after pinning its threads). A run that raises is reported on
-    stderr, left out of the result and not cached, so that the next bench tries it again.
+    stderr, left out of the result and not cached, so that the next bench tries it again. ``stats``, when
+    given, counts the runs read from the cache (``cached``) and those trained now (``trained``).
     """
     results: dict[str, dict] = {}
     pending: dict[str, Job] = {}
@@ -97,6 +99,9 @@ def run_jobs(jobs: list[Job], cache: RunCache, workers: int, threads: int) -> di
             results[key] = cached
         else:
             pending[key] = job
+    if stats is not None:
+        stats["cached"] = stats.get("cached", 0) + len(results)
+        stats["trained"] = stats.get("trained", 0) + len(pending)
     # Longest first: autolrs runs, then the rest, keeps both workers busy to the end.
     order = sorted(pending.items(), key=lambda item: item[1].method.family != "autolrs")
     total, done = len(order), 0

@@ -146,8 +146,10 @@ def _task_section(result: dict, folder: Path, report: Path) -> list[str]:
     if result["cuts"]:
         lines.append("")
     per_run = result["run_seconds"] / max(result["runs"], 1)
-    lines += [f"{result['runs']} runs, {per_run:.0f} s each on average (training and evaluation); task wall "
-              f"time {result['wall_s'] / 60:.1f} min.", ""]
+    trained = result.get("runs_trained")
+    lines += [f"{result['runs']} runs, {per_run:.0f} s each on average (training and evaluation, 1 thread)"
+              + ("" if trained is None else f"; {trained} trained by this bench, the rest read from its cache")
+              + f"; task wall time {result['wall_s'] / 60:.1f} min.", ""]
     lines += _method_table(result) + [""]
     optimal = (result.get("reference") or {}).get("optimal")
     if optimal:
@@ -191,8 +193,10 @@ SETUP = f"""\
 - **autolrs pays for its search.** Its budget is the same number of optimizer steps, search included.
   Curves are plotted against all optimizer steps; its *kept steps* (the trajectory it keeps) are reported
   beside them.
-- **The kept model is what is measured**, every `eval_every` optimizer steps: for autolrs during a search,
-  the stage snapshot (`AutoLRS.kept_state_dict()`), never a candidate branch it may throw away.
+- **The kept model is what is measured**, every `eval_every` optimizer steps: for autolrs, the model it
+  would leave if stopped at that step: during a search the stage snapshot (`AutoLRS.kept_state_dict()`),
+  never a candidate branch; during a kept stage the live model (a kept stage that autolrs later rolls
+  back counts while it lasts).
 - **Tuned baselines are tuned as their users would**: a log grid of the peak LR (at least 7 points, the same
   span as autolrs's search range), every point with every seed, the best mean over seeds wins (tuned on the
   reported metric itself, which favours the baselines), and a best point on an edge grows the grid.

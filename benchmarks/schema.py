@@ -16,7 +16,8 @@ Strict JSON: a non-finite number (a diverged run's loss, a missing figure) is ``
     methods         {label: method entry}, below
     ablation        {option: "kappa", runs: {"2.0": label, "1e6": label}, final_means: {...}} | null
     reference       {optimal: {lrs, lengths, expected_loss, pieces, method}} (nqm) | null
-    wall_s          the task's wall time; runs: records used; run_seconds: their training + evaluation time
+    wall_s          the task's wall time; runs: records used; run_seconds: their training + evaluation time;
+                    runs_trained / runs_cached: how many this invocation trained / read from the cache
 
 Method entry::
 

@@ -48,14 +48,14 @@ def _best_index(plan: Plan, rows: list[dict]) -> int | None:
     return best
 
 
-def _tune(plan: Plan, cache: RunCache, workers: int) -> tuple[dict[str, list[float]], dict]:
+def _tune(plan: Plan, cache: RunCache, workers: int, stats: dict) -> tuple[dict[str, list[float]], dict]:
     """Run every grid and single run; grow grids whose best point is on an edge. Returns grids, records."""
     task = plan.task
     grids = {m.label: list(task.grid_for(m.label)) for m in plan.tuned}
     tuned = {m.label: m for m in plan.tuned}
     jobs = [Job(task, tuned[name], lr, s) for name, grid in grids.items() for lr in grid for s in plan.seeds]
     jobs += [Job(task, m, lr, s) for m, lr in plan.single for s in plan.seeds]
-    records = run_jobs(jobs, cache, workers, task.threads)
+    records = run_jobs(jobs, cache, workers, task.threads, stats)
     for _ in range(plan.max_extensions):
         jobs = []
         for name, grid in grids.items():
@@ -69,7 +69,7 @@ def _tune(plan: Plan, cache: RunCache, workers: int) -> tuple[dict[str, list[flo
             jobs += [Job(task, tuned[name], lr, s) for s in plan.seeds]
         if not jobs:
             break
-        records.update(run_jobs(jobs, cache, workers, task.threads))
+        records.update(run_jobs(jobs, cache, workers, task.threads, stats))
     return grids, records
 
 
@@ -159,7 +159,8 @@ def run_task(plan: Plan, cache: RunCache, workers: int | None = None, target: fl
 
     task = plan.task
     start = time.perf_counter()
-    grids, records = _tune(plan, cache, task.workers if workers is None else workers)
+    stats: dict = {}
+    grids, records = _tune(plan, cache, task.workers if workers is None else workers, stats)
     entries = _method_entries(plan, grids, records)
     source = None
     if target is None and TARGET_METHOD in entries:
@@ -188,6 +189,8 @@ def run_task(plan: Plan, cache: RunCache, workers: int | None = None, target: fl
         "reference": ref,
         "wall_s": time.perf_counter() - start,
         "runs": len(records),
+        "runs_trained": stats.get("trained", 0),
+        "runs_cached": stats.get("cached", 0),
         "run_seconds": sum(r["wall_s"] + r["eval_s"] for r in records.values()),
     }
 
