@@ -516,7 +516,7 @@ class StageController:
         state = {name.lstrip("_"): copy.deepcopy(getattr(self, name)) for name in self._STATE_FIELDS}
         state["version"] = STATE_VERSION
         state["config"] = self.config.to_dict()
-        state["observations"] = [] if self._search is None else [list(o) for o in self._search.observations]
+        state["search"] = None if self._search is None else self._search.state_dict()
         return state
 
     def check_state_dict(self, state: dict) -> None:
@@ -537,8 +537,8 @@ class StageController:
                 "same options as the run that saved it."
             )
         missing = [name.lstrip("_") for name in self._STATE_FIELDS if name.lstrip("_") not in state]
-        if missing or "observations" not in state:
-            raise ValueError(f"This state is incomplete (missing {missing or ['observations']}).")
+        if missing or "search" not in state:
+            raise ValueError(f"This state is incomplete (missing {missing or ['search']}).")
 
     def load_state_dict(self, state: dict) -> None:
         self.check_state_dict(state)
@@ -547,5 +547,4 @@ class StageController:
         self._search = None
         if self.phase == "explore":
             self._search = self._make_search()
-            for lr, value in state["observations"]:
-                self._search.tell(lr, value)
+            self._search.load_state_dict(state["search"])

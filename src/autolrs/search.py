@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from threadpoolctl import threadpool_limits
 
 __all__ = ["BayesianSearch"]
 
@@ -68,6 +69,7 @@ class BayesianSearch:
         self.min_distance = float(min_distance)
         self._x: list[float] = []
         self._y: list[float] = []
+        self._kernel = None  # the last fit's kernel, where the next fit starts
 
     # -- coordinates -------------------------------------------------------------------------------
     def to_unit(self, lr: float) -> float:
@@ -124,6 +126,16 @@ class BayesianSearch:
     def observations(self) -> list[tuple[float, float]]:
         return [(self.to_lr(x), y) for x, y in zip(self._x, self._y)]
 
+    def state_dict(self) -> dict:
+        """Observations and the GP's current hyperparameters (log-space ``theta``), as plain data."""
+        theta = None if self._kernel is None else [float(v) for v in self._kernel.theta]
+        return {"x": list(self._x), "y": list(self._y), "theta": theta}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._x, self._y = [float(v) for v in state["x"]], [float(v) for v in state["y"]]
+        self._kernel = None if state["theta"] is None else self._default_kernel().clone_with_theta(
+            np.asarray(state["theta"], dtype=float))
+
     # -- surrogate ---------------------------------------------------------------------------------
     def _free_grid(self) -> np.ndarray:
         """Grid points at least ``min_distance`` from every evaluated point.
@@ -138,18 +150,27 @@ class BayesianSearch:
                 return free
         return self.grid
 
+    @staticmethod
+    def _default_kernel():
+        return ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=0.2, length_scale_bounds=(1e-2, 1e1), nu=2.5) \
+            + WhiteKernel(1e-2, (1e-6, 1e0))
+
     def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the objective at unit coordinates ``x``."""
         X = np.asarray(self._x)[:, None]
         y = self._targets()
-        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=0.2, length_scale_bounds=(1e-2, 1e1), nu=2.5) \
-            + WhiteKernel(1e-2, (1e-6, 1e0))
+        # Each fit starts from the previous one's hyperparameters: one more point barely moves them, so
+        # one optimiser restart is enough (three from scratch cost 3x as much for the same fit).
+        kernel = self._kernel or self._default_kernel()
         gp = GaussianProcessRegressor(
-            kernel=kernel, normalize_y=True, n_restarts_optimizer=2, random_state=self.seed
+            kernel=kernel, normalize_y=True, n_restarts_optimizer=1, random_state=self.seed
         )
-        with warnings.catch_warnings():
+        # A handful of points make tiny matrices: BLAS threads only add overhead, and on a busy machine
+        # they made one fit 8x slower (650 ms instead of 80 ms measured on 2 cores).
+        with threadpool_limits(limits=1), warnings.catch_warnings():
             # Few points make the marginal likelihood flat: the optimiser hits bounds, which is harmless.
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(X, y)
             mu, sd = gp.predict(np.asarray(x, dtype=float)[:, None], return_std=True)
+        self._kernel = gp.kernel_
         return mu, sd
