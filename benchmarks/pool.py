@@ -104,22 +104,31 @@ def run_jobs(jobs: list[Job], cache: RunCache, workers: int, threads: int,
         stats["trained"] = stats.get("trained", 0) + len(pending)
     # Longest first: autolrs runs, then the rest, keeps both workers busy to the end.
     order = sorted(pending.items(), key=lambda item: item[1].method.family != "autolrs")
-    total, done = len(order), 0
+    for done, (key, job, (record, error)) in enumerate(_outcomes(order, workers, threads), start=1):
+        _log(done, len(order), job, record, error)
+        if record is not None:
+            cache.put(job.task.name, key, record)
+            results[key] = record
+    return results
+
+
+def _attempt(call) -> tuple[dict | None, str | None]:
+    """``(record, None)``, or ``(None, traceback)`` for a run that raised: reported, the bench goes on."""
+    try:
+        return call(), None
+    except Exception:  # noqa: BLE001
+        return None, traceback.format_exc()
+
+
+def _outcomes(order: list[tuple[str, Job]], workers: int, threads: int):
+    """``(key, job, (record, error))`` as the runs finish, in this process or in spawned workers."""
     if not order:
-        return results
+        return
     if workers <= 1:
         pin_threads(threads)
         for key, job in order:
-            done += 1
-            try:
-                record = _execute(job)
-            except Exception:  # noqa: BLE001 - reported, the bench goes on
-                _log(done, total, job, None, traceback.format_exc())
-                continue
-            cache.put(job.task.name, key, record)
-            results[key] = record
-            _log(done, total, job, record)
-        return results
+            yield key, job, _attempt(lambda: _execute(job))
+        return
     for name in _THREAD_VARIABLES:  # inherited by the spawned workers before they import numpy
         os.environ[name] = str(threads)
     context = multiprocessing.get_context("spawn")
@@ -130,14 +139,4 @@ def run_jobs(jobs: list[Job], cache: RunCache, workers: int, threads: int,
             finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
             for future in finished:
                 key, job = futures[future]
-                done += 1
-                try:
-                    record = future.result()
-                except Exception:  # noqa: BLE001
-                    _log(done, total, job, None, traceback.format_exc())
-                    continue
-                cache.put(job.task.name, key, record)
-                results[key] = record
-                _log(done, total, job, record)
-    return results
-
+                yield key, job, _attempt(future.result)
