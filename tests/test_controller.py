@@ -246,3 +246,29 @@ def test_core_imports_without_torch():
     code = ("import sys, autolrs, autolrs.controller, autolrs.forecast, autolrs.search, autolrs.config, "
             "autolrs.report; assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_kept_stage_far_short_of_its_forecast_rolls_back_to_the_next_best_candidate():
+    """A high LR shines in its short window and then stalls: the stage is redone below half of it."""
+    def loss_fn(state, lr):
+        return distance_loss(state, lr)
+
+    cfg = small_config(candidates=3, total_steps=None, warmup_steps=0, min_lr=0.01, max_lr=1.0, seed=1)
+    ctrl = StageController(cfg)
+    fake = FakeModel(ctrl, loss_fn)
+    fake.apply(ctrl.begin())
+    while not ctrl.history:
+        if ctrl.phase == "keep" and not ctrl._record["discarded"]:
+            loss = 3.5  # the first kept stage stalls at its start loss
+        else:
+            loss = loss_fn(fake.state, fake.lr)
+        fake.state += 1
+        fake.apply(ctrl.step(loss))
+    stage = ctrl.history[0]
+    [failed] = stage["discarded"]
+    assert failed["steps"] == stage["tau"] and failed["loss_reached"] == pytest.approx(3.5)
+    assert stage["lr"] <= failed["lr"] / 2  # the next best candidate below half the failed LR
+    assert stage["lr"] in [c["lr"] for c in stage["candidates"]]  # chosen without a new search
+    assert len(stage["candidates"]) == 3
+    assert "far short of the forecast" in stage["events"][0]
+    assert ctrl.kept_steps == stage["tau"]  # the failed kept phase is not on the kept trajectory

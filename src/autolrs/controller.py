@@ -430,8 +430,8 @@ class StageController:
             if self._no_progress(r):
                 # The forecast promised progress and a whole stage made none (a dead network looks like
                 # this: loss back at chance, finite, no explosion): drop it and search lower LRs once.
-                why = (f"the kept stage at lr {self.lr:.3g} ended at loss {r['loss_reached']:.4g}, no better "
-                       f"than its start {self._start_loss:.4g}")
+                why = (f"the kept stage at lr {self.lr:.3g} went from loss {self._start_loss:.4g} to "
+                       f"{r['loss_reached']:.4g}, far short of the forecast {r['forecast']:.4g}")
                 self._discard_keep()
                 return self._retry(why, self.lr, persist=False)
         self._close_stage()
@@ -452,19 +452,19 @@ class StageController:
         r.update(kept_steps=0, loss_reached=None, keep_start_step=None)
 
     def _no_progress(self, record: dict) -> bool:
-        """A kept stage failed: the forecast promised a clear gain (5% or more) and it ended no better.
+        """A kept stage failed: its forecast promised a clear gain (5% or more of the start loss) and it
+        delivered less than a quarter of it.
 
-        A network killed by too high an LR looks like this: its loss sits back at chance level, finite
-        and flat, so no explosion shows it. A plateau does not: there the forecast promises little.
+        Short windows cannot see an instability that develops later: an LR that drops the loss fastest in
+        its window can then stall or kill the network (whose loss sits back at chance level, finite and
+        flat, so no explosion shows it). A plateau does not trip this: there the forecast promises little.
         At most 3 such roll-backs per stage.
         """
         start, reached, promised = self._start_loss, record["loss_reached"], record["forecast"]
-        return (
-            start is not None and reached is not None and promised is not None
-            and len(record["discarded"]) < 3
-            and reached >= start
-            and promised < start - 0.05 * abs(start)
-        )
+        if start is None or reached is None or promised is None or len(record["discarded"]) >= 3:
+            return False
+        gain = start - promised
+        return gain >= 0.05 * abs(start) and start - reached < 0.25 * gain
 
     def _close_stage(self) -> None:
         if self._candidate is not None:  # interrupted mid-candidate
