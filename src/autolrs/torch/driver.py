@@ -4,6 +4,10 @@ The driver owns nothing of the algorithm. After each optimizer step it hands the
 asked, a validation loss) to :class:`~autolrs.controller.StageController`, then performs the decision:
 restore the stage snapshot, take a new one, set the LR of every param group. The decision therefore
 takes effect on the very next optimizer step.
+
+Under an initialised ``torch.distributed`` process group of several ranks (DDP launched by torchrun) it
+averages the loss over the ranks and follows rank 0's decisions (:mod:`autolrs.torch.distributed`); every
+rank snapshots and restores its own replica of the model.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 
 from ..config import AutoLRSConfig
 from ..controller import Decision, StageController
+from .distributed import Communicator, check_replicated
 from .snapshot import Snapshot
 
 __all__ = ["AutoLRS"]
@@ -60,6 +65,11 @@ class AutoLRS:
             in whatever mode the model is in: switch to ``eval()`` and back inside it if needed.
         snapshot_device: where the stage snapshot lives: ``"cpu"`` (default), ``"model"`` (each tensor's
             own device: faster on a GPU, costs one copy of model and optimizer state there) or a device.
+
+    Under ``torch.distributed`` (an initialised process group of several ranks), build it on every rank with
+    the same options, after wrapping the model in ``DistributedDataParallel``: the loss (and ``val_fn``'s
+    result) is averaged over the ranks and rank 0's decisions are followed by all (README, "Distributed
+    training (DDP)").
 
     Example:
         >>> import torch
@@ -109,6 +119,7 @@ class AutoLRS:
                 f"optimizer must be a torch.optim.Optimizer, but got {type(optimizer).__name__}; pass the optimizer "
                 "itself, not a scheduler or a list."
             )
+        check_replicated(model)
         if val_fn is not None and not callable(val_fn):
             raise TypeError(f"val_fn must be a callable returning the validation loss, but got {val_fn!r}.")
         if snapshot_device != "model":
@@ -132,9 +143,12 @@ class AutoLRS:
         self._lr_ratios = self._group_ratios(optimizer)
         self.snapshot = Snapshot(model, optimizer, snapshot_device)
         self.controller = StageController(self.config)
+        self._comm = Communicator.current()
         self._finalized = False
         self._last_lr: list[float] = []
-        self._apply(self.controller.begin())
+        if self._comm is not None:
+            self._comm.check_same_run(self.config.to_dict(), self._lr_ratios)
+        self._apply(self._follow(0.0, self.controller.begin()))
 
     @staticmethod
     def _group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
@@ -169,7 +183,20 @@ class AutoLRS:
             )
         value = _as_float(loss, "loss")
         val = self._validate() if self.controller.expects_validation else None
-        self._apply(self.controller.step(value, val))
+        if self._comm is not None:
+            value, val = self._comm.average(self.controller.steps_taken, value, val)
+        elif Communicator.current() is not None:
+            raise RuntimeError(
+                "AutoLRS was built before torch.distributed.init_process_group(): build it after, on every rank, "
+                "so that the ranks average their losses and follow one schedule."
+            )
+        self._apply(self._follow(value, self.controller.step(value, val)))
+
+    def _follow(self, loss: float, decision: Decision) -> Decision:
+        """Under torch.distributed, rank 0's decision (checked against this rank's); else ``decision``."""
+        if self._comm is None:
+            return decision
+        return self._comm.follow(self.controller.steps_taken, loss, decision)
 
     def _validate(self) -> float:
         with torch.no_grad():

@@ -1,0 +1,172 @@
+"""Loss averaging and rank-0 decisions under ``torch.distributed`` (DDP launched by torchrun).
+
+Every rank runs the same loop and keeps its own replica of the controller, model snapshot and all. Per
+optimizer step, :meth:`Communicator.average` and :meth:`Communicator.follow` run two collectives on
+float64 tensors (on ``torch.cuda.current_device()`` under NCCL, on the CPU otherwise):
+
+1. ``all_reduce(SUM)`` of ``[loss, val_loss, validated, step, step**2]`` (5 x 8 = 40 bytes). Every rank
+   gets the step's mean loss (and mean validation loss, when the controller asks for one) bit-identical,
+   as DDP's gradients are. The step counters' sum and sum of squares equal ``world * step`` and
+   ``world * step**2`` on every rank only if all ranks are at the same step (their variance is zero), so
+   schedulers at different steps (ranks resumed from different checkpoints) are reported on every rank
+   instead of silently averaging different steps.
+2. ``broadcast`` from rank 0 of its decision ``[step, loss, lr, phase, restore, snapshot, done]``
+   (7 x 8 = 56 bytes). Rank 0 decides; every other rank follows it, and first checks that its replica,
+   fed the same averaged loss, decided the same: the controller is deterministic, so a difference means
+   the replicas desynchronised (other options on one rank, a non-deterministic change), and it raises
+   rather than let the ranks drift apart.
+
+A rank that raises or dies leaves the others blocked in a collective: gloo reports a closed connection
+at once, and a rank that stalls after the process group's ``timeout``; both surface here as a
+``RuntimeError`` that says what happened. (Under NCCL, the watchdog ends the process at the timeout.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import zlib
+
+import torch
+import torch.distributed as dist
+
+from ..controller import Decision
+
+__all__ = ["Communicator", "check_replicated"]
+
+_PHASES = ("warmup", "explore", "keep", "done")
+# Step counters are compared modulo this, so that world * counter**2 stays exact in float64.
+_COUNTER = 2**16
+
+
+def check_replicated(model: torch.nn.Module) -> None:
+    """Raise if ``model`` is sharded across ranks (FSDP, ``fully_shard``, DTensor parameters).
+
+    Each rank's snapshot would hold only its shard, so a ``state_dict()`` saved on rank 0 could not resume
+    the other ranks. Only modules already imported are looked for: a model cannot use one that is not.
+    """
+    fsdp = getattr(sys.modules.get("torch.distributed.fsdp"), "FullyShardedDataParallel", None)
+    dtensor = tuple(getattr(sys.modules.get(name), "DTensor", None)
+                    for name in ("torch.distributed.tensor", "torch.distributed._tensor"))
+    dtensor = tuple(kind for kind in dtensor if isinstance(kind, type))
+    sharded = fsdp is not None and any(isinstance(module, fsdp) for module in model.modules())
+    sharded = sharded or bool(dtensor) and any(isinstance(p, dtensor) for p in model.parameters())
+    if sharded:
+        raise TypeError(
+            "autolrs does not support sharded models (FSDP, fully_shard, DTensor parameters) yet: each rank's snapshot "
+            "would hold only its own shard, and a state_dict() saved on rank 0 could not resume the other ranks. Use "
+            "DistributedDataParallel (see the README, 'Distributed training (DDP)')."
+        )
+
+
+class Communicator:
+    """The collectives of one AutoLRS run over a ``torch.distributed`` process group.
+
+    Args:
+        group: the process group (``None``: the default group).
+
+    Use :meth:`current` to get one when the script runs under an initialised process group.
+    """
+
+    def __init__(self, group=None) -> None:
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world_size = dist.get_world_size(group)
+        backend = str(dist.get_backend(group))
+        # NCCL reduces only CUDA tensors; gloo and MPI take CPU tensors.
+        if backend == "nccl":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+
+    @classmethod
+    def current(cls) -> Communicator | None:
+        """A communicator over the default group when one of several ranks is initialised, else None."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return None
+        return cls()
+
+    # -- collectives -------------------------------------------------------------------------------
+    def _collective(self, what: str, step: int, call) -> None:
+        try:
+            call()
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"autolrs: the {what} at step {step} failed on rank {self.rank} of {self.world_size}: another rank "
+                "raised an exception, died, or stopped calling sched.step() (a stalled rank shows after the process "
+                "group's timeout, init_process_group(timeout=...)). The first error is in the other ranks' logs."
+            ) from error
+
+    def _tensor(self, values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64, device=self.device)
+
+    def check_same_run(self, config: dict, lr_ratios: list[float]) -> None:
+        """Raise on every rank if the ranks built AutoLRS with different options (one collective)."""
+        text = json.dumps({"config": config, "lr_ratios": lr_ratios}, sort_keys=True, default=str)
+        fingerprint = float(zlib.crc32(text.encode()))  # < 2**32: exact in float64
+        buffer = self._tensor([fingerprint, -fingerprint])
+        self._collective("check of the options", 0,
+                         lambda: dist.all_reduce(buffer, op=dist.ReduceOp.MAX, group=self.group))
+        highest, lowest = buffer.tolist()[0], -buffer.tolist()[1]
+        if highest != lowest:
+            raise ValueError(
+                "AutoLRS was built with different options (or optimizer param-group LR ratios) on different ranks: "
+                "every rank must pass the same min_lr, max_lr, total_steps, seed, val_fn (given or not) and other "
+                "options, so that every rank follows the same schedule. A per-rank seed is the usual cause."
+            )
+
+    def average(self, step: int, loss: float, val_loss: float | None) -> tuple[float, float | None]:
+        """The mean of ``loss`` (and of ``val_loss``) over the ranks: one all_reduce.
+
+        Args:
+            step: this rank's count of steps before this one (the controller's ``steps_taken``).
+        """
+        validated = val_loss is not None
+        counter = float(step % _COUNTER)
+        buffer = self._tensor([loss, val_loss if validated else 0.0, float(validated), counter, counter**2])
+        self._collective("all_reduce of the loss", step + 1, lambda: dist.all_reduce(buffer, group=self.group))
+        total, val_total, validated_ranks, step_sum, step_squares = buffer.tolist()
+        world = self.world_size
+        if step_sum != world * counter or step_squares != world * counter**2:
+            raise RuntimeError(
+                f"autolrs: the ranks are out of step: rank {self.rank} is at step {step + 1} and another rank is not. "
+                "Resume every rank from the same state_dict(), and call sched.step() on every rank once after each "
+                "optimizer step."
+            )
+        if validated_ranks not in (0.0, float(world)):
+            raise RuntimeError(
+                f"autolrs: at step {step + 1}, {validated_ranks:g} of {world} ranks evaluated val_fn: the ranks' "
+                "schedulers disagree; every rank must build AutoLRS with the same options, val_fn included."
+            )
+        return total / world, (val_total / world if validated else None)
+
+    def follow(self, step: int, loss: float, decision: Decision) -> Decision:
+        """Rank 0's decision on every rank (one broadcast); raises where this rank's replica decided otherwise.
+
+        Args:
+            step: the step just taken (``steps_taken`` after it).
+            loss: the averaged loss the controller was given (a check that every replica saw the same).
+            decision: this rank's replica's decision.
+        """
+        mine = [float(step), loss, decision.lr, float(_PHASES.index(decision.phase)), float(decision.restore),
+                float(decision.snapshot), float(decision.done)]
+        buffer = self._tensor(mine)
+        self._collective("broadcast of rank 0's decision", step,
+                         lambda: dist.broadcast(buffer, src=self._global(0), group=self.group))
+        theirs = buffer.tolist()
+        # Compared bit for bit: a NaN loss is not equal to itself.
+        expected = torch.tensor(mine, dtype=torch.float64)
+        if not torch.equal(buffer.cpu().view(torch.int64), expected.view(torch.int64)):
+            leader = Decision(theirs[2], _PHASES[int(theirs[3])], restore=bool(theirs[4]),
+                              snapshot=bool(theirs[5]), done=bool(theirs[6]))
+            raise RuntimeError(
+                f"autolrs: at step {step}, rank {self.rank}'s controller (step {step}, loss {loss!r}) decided "
+                f"{decision} but rank 0's (step {theirs[0]:g}, loss {theirs[1]!r}) decided {leader}: the ranks' "
+                "schedulers desynchronised. Build AutoLRS with the same options on every rank and resume every "
+                "rank from the same state_dict(); if they are, this is a bug in autolrs (non-deterministic "
+                "decisions): please report it."
+            )
+        return decision
+
+    def _global(self, rank: int) -> int:
+        return rank if self.group is None else dist.get_global_rank(self.group, rank)
