@@ -96,7 +96,8 @@ def test_budget_is_spent_exactly_and_ends_on_a_kept_phase(total):
     assert fake.decisions[-1].done and not fake.decisions[-1].restore
     assert fake.decisions[-2].phase == "keep"
     search = sum(c["steps"] for s in fake.ctrl.history for c in s["candidates"])
-    assert search + fake.ctrl.kept_steps == total
+    rolled_back = sum(d["steps"] for s in fake.ctrl.history for d in s["discarded"])
+    assert search + fake.ctrl.kept_steps + rolled_back == total
 
 
 def test_candidate_stops_at_once_on_nan_and_counts_as_worst():
@@ -272,3 +273,33 @@ def test_kept_stage_far_short_of_its_forecast_rolls_back_to_the_next_best_candid
     assert len(stage["candidates"]) == 3
     assert "far short of the forecast" in stage["events"][0]
     assert ctrl.kept_steps == stage["tau"]  # the failed kept phase is not on the kept trajectory
+
+
+def test_resume_inside_a_kept_stage_that_is_then_rolled_back():
+    """The roll-back chooses among the stage's candidates again: the search must survive a resume."""
+    def loss_at(ctrl, fake):
+        if ctrl.phase == "keep" and not ctrl._record["discarded"]:
+            return 3.5
+        return distance_loss(fake.state, fake.lr)
+
+    def run(stop_at=None):
+        cfg = small_config(candidates=3, total_steps=None, warmup_steps=0, min_lr=0.01, max_lr=1.0, seed=1)
+        ctrl = StageController(cfg)
+        fake = FakeModel(ctrl, None)
+        fake.apply(ctrl.begin())
+        while len(ctrl.history) < 2:
+            if stop_at is not None and ctrl.steps_taken == stop_at:
+                assert ctrl.phase == "keep"
+                state = json.loads(json.dumps(ctrl.state_dict()))
+                ctrl = StageController(cfg)
+                ctrl.load_state_dict(state)
+                fake.ctrl = ctrl
+                stop_at = None
+            loss = loss_at(ctrl, fake)
+            fake.state += 1
+            fake.apply(ctrl.step(loss))
+        return fake.decisions, ctrl.history
+
+    reference = run()
+    assert reference[1][0]["discarded"]
+    assert run(stop_at=20) == reference  # 3 candidates x 5 steps, then 5 steps into the stalling keep

@@ -96,7 +96,8 @@ def test_steps_kept_steps_and_history():
     while not sched.done:
         sched.step(train_step(model, optimizer, batch).item())  # floats are accepted too
     search = sum(c["steps"] for s in sched.history for c in s["candidates"])
-    assert sched.steps_taken == 400 and sched.kept_steps + search == 400
+    rolled_back = sum(d["steps"] for s in sched.history for d in s["discarded"])
+    assert sched.steps_taken == 400 and sched.kept_steps + search + rolled_back == 400
     json.dumps(sched.history, allow_nan=False)
     for stage in sched.history:
         assert {"start_step", "tau", "candidates", "lr"} <= stage.keys()

@@ -46,20 +46,21 @@ def _check_int(name: str, value, *, minimum: int, allow_none: bool = False) -> N
 
 
 def derive_stage_sizes(
-    total_steps: int | None, candidates: int, warmup_steps: int, min_explore_steps: int
+    total_steps: int | None, candidates: int, warmup_steps: int, min_explore_steps: int,
+    search_ratio: float = 1.0,
 ) -> tuple[int, int]:
     """Return ``(stage_steps, max_stage_steps)`` for a budget, as the paper's constants scaled down.
 
-    Search costs as many steps as the kept training by default, so a budget ``B`` keeps about
-    ``K = (B - warmup) / 2`` steps. ``tau_max = K / 5`` gives the schedule six to eight pieces, and
-    ``tau = tau_max / 4`` a first stage short enough to react early; both are floored so that a
-    candidate sees at least ``min_explore_steps`` losses (a shorter series cannot be forecast) and
-    capped at the paper's 1000 / 8000.
+    Search costs ``search_ratio`` steps per kept step (``k x tau' = search_ratio x tau``), so a budget ``B``
+    keeps about ``K = (B - warmup) / (1 + search_ratio)`` steps. ``tau_max = K / 5`` gives the schedule six
+    to eight pieces, and ``tau = tau_max / 4`` a first stage short enough to react early; both are floored
+    so that a candidate sees at least ``min_explore_steps`` losses (a shorter series cannot be forecast)
+    and capped at the paper's 1000 / 8000.
     """
     if total_steps is None:
         return PAPER_STAGE_STEPS, PAPER_MAX_STAGE_STEPS
-    kept = max(total_steps - warmup_steps, 0) // 2
-    floor = candidates * min_explore_steps
+    kept = int(max(total_steps - warmup_steps, 0) / (1.0 + search_ratio))
+    floor = math.ceil(candidates * min_explore_steps / search_ratio)
     max_stage = min(PAPER_MAX_STAGE_STEPS, max(floor, kept // 5))
     stage = min(PAPER_STAGE_STEPS, max(floor, max_stage // 4))
     return stage, max(stage, max_stage)
@@ -75,8 +76,9 @@ class AutoLRSConfig:
         stage_steps: ``tau`` of the first stage (kept steps). Derived from the budget when ``None``.
         max_stage_steps: ``tau_max``; ``tau`` doubles after each stage up to it.
         candidates: ``k``, LRs tried per stage.
-        explore_steps: ``tau'`` of the first stage; default ``stage_steps // candidates``, so that search
-            costs as many steps as kept training.
+        explore_steps: ``tau'`` of the first stage; default ``search_ratio x stage_steps / candidates``.
+        search_ratio: search steps per kept step, ``k x tau' / tau``. The paper's 1 spends half the budget
+            on search; less keeps more of it, with shorter windows or fewer candidates.
         kappa: LCB exploration weight, ``mu - kappa * sigma``. The reference code's 1e6 is pure
             uncertainty sampling; a small value concentrates candidates near the optimum.
         warmup_steps, warmup_lr: optional linear warmup from 0 to ``warmup_lr`` before the first stage;
@@ -109,6 +111,7 @@ class AutoLRSConfig:
     max_stage_steps: int | None = None
     candidates: int = PAPER_CANDIDATES
     explore_steps: int | None = None
+    search_ratio: float = 1.0
     kappa: float = 2.0
     warmup_steps: int = 0
     warmup_lr: float | None = None
@@ -136,6 +139,7 @@ class AutoLRSConfig:
         _check_int("max_stage_steps", self.max_stage_steps, minimum=2, allow_none=True)
         _check_int("candidates", self.candidates, minimum=2)
         _check_int("explore_steps", self.explore_steps, minimum=1, allow_none=True)
+        _check_real("search_ratio", self.search_ratio, positive=True)
         _check_real("kappa", self.kappa)
         if self.kappa < 0:
             raise ValueError(f"kappa must be >= 0, but got {self.kappa!r}.")
@@ -161,7 +165,7 @@ class AutoLRSConfig:
 
         # Fill the derived sizes, so that a resolved config is complete plain data.
         stage, max_stage = derive_stage_sizes(
-            self.total_steps, self.candidates, self.warmup_steps, self.min_explore_steps
+            self.total_steps, self.candidates, self.warmup_steps, self.min_explore_steps, self.search_ratio
         )
         if self.stage_steps is None:
             if self.max_stage_steps is not None:
@@ -170,7 +174,8 @@ class AutoLRSConfig:
         if self.max_stage_steps is None:
             object.__setattr__(self, "max_stage_steps", max(max_stage, self.stage_steps))
         if self.explore_steps is None:
-            object.__setattr__(self, "explore_steps", max(1, self.stage_steps // self.candidates))
+            object.__setattr__(
+                self, "explore_steps", max(1, int(self.search_ratio * self.stage_steps / self.candidates)))
         if self.warmup_lr is None:
             object.__setattr__(self, "warmup_lr", math.sqrt(self.min_lr * self.max_lr))
 

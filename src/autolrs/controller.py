@@ -545,6 +545,6 @@ class StageController:
         for name in self._STATE_FIELDS:
             setattr(self, name, copy.deepcopy(state[name.lstrip("_")]))
         self._search = None
-        if self.phase == "explore":
-            self._search = self._make_search()
-            self._search.load_state_dict(state["search"])
+        if state["search"] is not None:
+            # Kept phases need it too: a rolled-back stage chooses among the same candidates again.
+            self._search = BayesianSearch.from_state_dict(state["search"])

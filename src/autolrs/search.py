@@ -127,14 +127,21 @@ class BayesianSearch:
         return [(self.to_lr(x), y) for x, y in zip(self._x, self._y)]
 
     def state_dict(self) -> dict:
-        """Observations and the GP's current hyperparameters (log-space ``theta``), as plain data."""
+        """Everything that defines this search, its observations and the GP's current hyperparameters
+        (log-space ``theta``), as plain data: :meth:`from_state_dict` rebuilds the same search."""
         theta = None if self._kernel is None else [float(v) for v in self._kernel.theta]
-        return {"x": list(self._x), "y": list(self._y), "theta": theta}
+        return {"min_lr": self.min_lr, "max_lr": self.max_lr, "kappa": self.kappa, "seed": self.seed,
+                "first_lr": self.first_lr, "grid_size": int(self.grid.size), "min_distance": self.min_distance,
+                "x": list(self._x), "y": list(self._y), "theta": theta}
 
-    def load_state_dict(self, state: dict) -> None:
-        self._x, self._y = [float(v) for v in state["x"]], [float(v) for v in state["y"]]
-        self._kernel = None if state["theta"] is None else self._default_kernel().clone_with_theta(
-            np.asarray(state["theta"], dtype=float))
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "BayesianSearch":
+        search = cls(state["min_lr"], state["max_lr"], kappa=state["kappa"], seed=state["seed"],
+                     first_lr=state["first_lr"], grid_size=state["grid_size"], min_distance=state["min_distance"])
+        search._x, search._y = [float(v) for v in state["x"]], [float(v) for v in state["y"]]
+        if state["theta"] is not None:
+            search._kernel = cls._default_kernel().clone_with_theta(np.asarray(state["theta"], dtype=float))
+        return search
 
     # -- surrogate ---------------------------------------------------------------------------------
     def _free_grid(self) -> np.ndarray:

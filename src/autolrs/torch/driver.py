@@ -57,7 +57,7 @@ class AutoLRS:
             the first group and the others keep their LR ratio to it at construction.
         min_lr, max_lr: the search range for the first group's LR.
         total_steps: optimizer-step budget, search included; stage sizes derive from it.
-        stage_steps, max_stage_steps, candidates, explore_steps, kappa, warmup_steps, warmup_lr, seed,
+        stage_steps, max_stage_steps, candidates, explore_steps, search_ratio, kappa, warmup_steps, warmup_lr, seed,
         loss_floor, max_extrapolation, divergence_factor, val_points, min_explore_steps, choose, trust_region, warm_start: see
             :class:`~autolrs.config.AutoLRSConfig`.
         val_fn: a callable returning the validation loss (a real number); when given, stages of
@@ -97,6 +97,7 @@ class AutoLRS:
         max_stage_steps: int | None = None,
         candidates: int = 10,
         explore_steps: int | None = None,
+        search_ratio: float = 1.0,
         kappa: float = 2.0,
         val_fn: Callable[[], float] | None = None,
         warmup_steps: int = 0,
@@ -131,7 +132,8 @@ class AutoLRS:
                 ) from error
         self.config = AutoLRSConfig(
             min_lr=min_lr, max_lr=max_lr, total_steps=total_steps, stage_steps=stage_steps,
-            max_stage_steps=max_stage_steps, candidates=candidates, explore_steps=explore_steps, kappa=kappa,
+            max_stage_steps=max_stage_steps, candidates=candidates, explore_steps=explore_steps,
+            search_ratio=search_ratio, kappa=kappa,
             warmup_steps=warmup_steps, warmup_lr=warmup_lr, use_validation=val_fn is not None,
             val_points=val_points, loss_floor=loss_floor, max_extrapolation=max_extrapolation,
             divergence_factor=divergence_factor, min_explore_steps=min_explore_steps, choose=choose,
