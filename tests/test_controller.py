@@ -303,3 +303,16 @@ def test_resume_inside_a_kept_stage_that_is_then_rolled_back():
     reference = run()
     assert reference[1][0]["discarded"]
     assert run(stop_at=20) == reference  # 3 candidates x 5 steps, then 5 steps into the stalling keep
+
+
+def test_divergence_on_the_last_step_still_restores_the_snapshot():
+    cfg = small_config(total_steps=62)
+    ctrl = StageController(cfg)
+    fake = FakeModel(ctrl, None)
+    fake.apply(ctrl.begin())
+    while not ctrl.done:
+        loss = float("nan") if ctrl.steps_taken == 61 else distance_loss(fake.state, fake.lr)
+        fake.state += 1
+        fake.apply(ctrl.step(loss))
+    assert fake.decisions[-1].done and fake.decisions[-1].restore
+    assert fake.state == fake.saved  # back on the stage's snapshot, not the diverged state

@@ -76,7 +76,8 @@ def test_decisions_take_effect_on_the_next_step_and_candidates_run_exactly_tau_p
             assert torch.equal(rec.params[first], s0)  # every candidate starts from S0
         k0 = stage["keep_start_step"]
         assert used[k0:k0 + stage["kept_steps"]] == [stage["lr"]] * stage["kept_steps"]
-        assert torch.equal(rec.params[k0], s0)  # the kept phase starts from S0 too
+        if stage["kept_steps"]:  # (a roll-back on the budget's last step leaves an empty kept phase)
+            assert torch.equal(rec.params[k0], s0)  # the kept phase starts from S0 too
 
 
 def test_param_groups_keep_their_ratio():

@@ -96,9 +96,10 @@ class AutoLRSConfig:
         choose: how a stage's LR is chosen among its candidates: ``"posterior"`` (default), the lowest
             Gaussian-process posterior mean at the tried LRs, which discounts a single lucky forecast; or
             ``"forecast"``, the lowest observed forecast (the reference code).
-        trust_region: if set (a factor > 1), each stage searches only within this factor of the previous
-            stage's LR (clipped to the range), so that noise in short forecasts cannot swing the schedule by
-            orders of magnitude from one stage to the next. ``None`` (the paper) searches the whole range.
+        trust_region: a factor > 1: each stage after the first searches only within this factor of the
+            previous stage's LR (clipped to the range), so that noise in short forecasts cannot swing the
+            schedule by orders of magnitude from one stage to the next. ``None`` searches the whole range
+            every stage, as the paper. The default 3 was chosen by benchmark (BENCHMARKS.md).
         warm_start: propose the previous stage's LR as the first candidate of the next stage (it is the
             best-informed guess); otherwise the first candidate is random, as in the reference code.
         seed: seeds every random choice of the search.
@@ -122,7 +123,7 @@ class AutoLRSConfig:
     divergence_factor: float = 4.0
     min_explore_steps: int = 10
     choose: Literal["posterior", "forecast"] = "posterior"
-    trust_region: float | None = None
+    trust_region: float | None = 3.0
     warm_start: bool = True
     seed: int = 0
 

@@ -463,6 +463,8 @@ class StageController:
         start, reached, promised = self._start_loss, record["loss_reached"], record["forecast"]
         if start is None or reached is None or promised is None or len(record["discarded"]) >= 3:
             return False
+        if self.config.total_steps is not None and self.steps_taken >= self.config.total_steps:
+            return False  # no budget left to redo the stage: its gain, however small, is kept
         gain = start - promised
         return gain >= 0.05 * abs(start) and start - reached < 0.25 * gain
 
@@ -480,7 +482,10 @@ class StageController:
         total = self.config.total_steps
         if decision.done or total is None or self.steps_taken < total:
             return decision
-        return self.finish()  # the plan ends on a kept phase, so this only guards the unexpected
+        # The plan ends on a kept phase; this guards the rest, e.g. a divergence on the last step, whose
+        # restore must survive the end of the run.
+        final = self.finish()
+        return Decision(final.lr, "done", restore=final.restore or decision.restore, done=True)
 
     # -- divergence --------------------------------------------------------------------------------
     def _push_tail(self, loss: float) -> None:

@@ -110,7 +110,7 @@ class AutoLRS:
         val_points: int = 16,
         min_explore_steps: int = 10,
         choose: str = "posterior",
-        trust_region: float | None = None,
+        trust_region: float | None = 3.0,
         warm_start: bool = True,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
