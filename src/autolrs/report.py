@@ -117,20 +117,26 @@ def plot_run(path: str | Path, history: Sequence[dict], trace: Sequence[Sequence
         if kept:
             ax_loss.plot(*zip(*kept), ".", color="tab:blue", ms=1.5, alpha=0.6, label="kept trajectory")
         ax_loss.set_xlim(0, max(steps) + 1)
+    labelled = set()
     for r in history:
-        if r["forecast"] is not None and r["keep_start_step"] is not None:
-            end = r["keep_start_step"] + r["kept_steps"]
-            ax_loss.plot([end], [r["forecast"]], "x", color="black", ms=7,
-                         label="forecast of the stage end" if r["stage"] == 0 else None)
-            if r["loss_reached"] is not None:
-                ax_loss.plot([end], [r["loss_reached"]], "o", mfc="none", color="black", ms=7,
-                             label="loss reached" if r["stage"] == 0 else None)
+        if r["forecast"] is None or r["keep_start_step"] is None:
+            continue
+        end = r["keep_start_step"] + r["kept_steps"]
+        val = r["objective"] == "val"
+        kind = "validation" if val else "training"
+        for value, marker, what in ((r["forecast"], "x", "forecast"), (r["loss_reached"], "o", "reached")):
+            if value is None:
+                continue
+            label = f"{kind} loss at stage end: {what}"
+            ax_loss.plot([end], [value], marker, color="tab:purple" if val else "black", ms=7,
+                         mfc="none" if marker == "o" else None, label=None if label in labelled else label)
+            labelled.add(label)
     ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
     ax_lr.legend(loc="best", fontsize=8)
     ax_lr.set_title(title)
     ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("training loss")
+    ax_loss.set_ylabel("loss")
     ax_loss.set_xlabel("optimizer step (search included)")
     ax_loss.legend(loc="best", fontsize=8)
     fig.tight_layout()
