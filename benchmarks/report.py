@@ -244,6 +244,14 @@ def write_report(folder: Path, report: Path) -> Path:
                  + (f"; code at commit {manifest['git_commit'][:10]}" if manifest.get("git_commit") else "")
                  + (" with uncommitted changes to autolrs" if manifest.get("autolrs_uncommitted_changes") else "")
                  + ".")
+    compute = sum(r["run_seconds"] for r in results)
+    trained = [r.get("runs_trained") for r in results]
+    if results:
+        lines.append(f"The {sum(r['runs'] for r in results)} runs' training and evaluation add up to "
+                     f"{compute / 3600:.1f} hours of one core (measured, on a machine shared with other jobs)"
+                     + (f"; this invocation trained {sum(trained)} of them and read the rest from the cache "
+                        "of earlier invocations of the same set-up and code" if None not in trained else "")
+                     + ".")
     if manifest.get("autolrs_changed_during_run"):
         lines.append("**Warning: autolrs's source changed while this bench ran; its runs may mix versions.**")
     if len(run_ids) > 1:
