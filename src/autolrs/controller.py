@@ -403,6 +403,9 @@ class StageController:
         return remaining if remaining - tau < smallest else tau
 
     def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision:
+        # Candidates that diverged stopped early and left steps over: if what would remain after this
+        # stage is too little for another search, it is kept here rather than run as a tiny last stage.
+        self._record["tau"] = self._keep_length(self._record["tau"])
         self.phase = "keep"
         self.lr = lr
         self._record["keep_start_step"] = self.steps_taken
