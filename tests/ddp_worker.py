@@ -37,6 +37,25 @@ OPTIONS = dict(min_lr=1e-3, max_lr=30.0, total_steps=TOTAL, stage_steps=40, expl
                trust_region=None)  # the whole range every stage: diverging candidates are covered too
 
 
+# (collectives, bytes) autolrs ran in each sched.step() of the last build(), counted by count_collectives().
+COLLECTIVES: list[tuple[int, int]] = []
+_CALLS: list[int] = []  # the bytes of each collective called through torch.distributed's Python API
+
+
+def count_collectives() -> None:
+    """Count every collective called through ``torch.distributed`` (DDP's own run in C++, uncounted)."""
+    for name in ("all_reduce", "broadcast", "all_gather", "all_gather_object", "broadcast_object_list",
+                 "reduce", "gather", "scatter", "barrier", "all_to_all", "reduce_scatter"):
+        original = getattr(torch.distributed, name)
+
+        def counted(*args, _original=original, **kwargs):
+            tensor = args[0] if args and torch.is_tensor(args[0]) else None
+            _CALLS.append(tensor.numel() * tensor.element_size() if tensor is not None else 0)
+            return _original(*args, **kwargs)
+
+        setattr(torch.distributed, name, counted)
+
+
 def build(rank: int = 0, world: int = 1, *, wrap: bool | None = None, options=None):
     """Model, optimizer, scheduler, data generator and one-step function for ``rank`` of ``world``.
 
@@ -57,6 +76,7 @@ def build(rank: int = 0, world: int = 1, *, wrap: bool | None = None, options=No
             return torch.nn.functional.cross_entropy(net(x_val[share]), y_val[share]).item()
 
     sched = AutoLRS(net if wrap is False else model, optimizer, val_fn=val_fn, **(options or OPTIONS))
+    COLLECTIVES.clear()
 
     def step():
         x = torch.randn(BATCH, 8, generator=data, dtype=torch.float64)
@@ -65,7 +85,9 @@ def build(rank: int = 0, world: int = 1, *, wrap: bool | None = None, options=No
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        before = len(_CALLS)
         sched.step(loss)
+        COLLECTIVES.append((len(_CALLS) - before, sum(_CALLS[before:])))
         return loss.item(), sched.get_last_lr()[0]
 
     return net, optimizer, sched, data, step
@@ -73,7 +95,8 @@ def build(rank: int = 0, world: int = 1, *, wrap: bool | None = None, options=No
 
 def result(net, sched, trace) -> dict:
     return {"trace": trace, "history": sched.history, "steps_taken": sched.steps_taken,
-            "params": torch.cat([p.detach().flatten() for p in net.parameters()])}
+            "params": torch.cat([p.detach().flatten() for p in net.parameters()]),
+            "collectives": list(COLLECTIVES)}
 
 
 def checkpoint(net, optimizer, sched, data) -> dict:
@@ -183,6 +206,7 @@ def run(rank: int, world: int, init_method: str, timeout_s: float, mode: str, ou
     torch.distributed.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
                                          timeout=datetime.timedelta(seconds=timeout_s))
     rank, world, out = torch.distributed.get_rank(), torch.distributed.get_world_size(), Path(out)
+    count_collectives()
     if mode == "train":
         train(rank, world, out, {int(s) for s in args})
     elif mode == "resume":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -179,6 +180,16 @@ class StageController:
             self._close_stage()
         self.phase = "done"
         return Decision(self.lr, "done", restore=restore, done=True)
+
+    def fingerprint(self) -> int:
+        """A 32-bit checksum of the state that decides the next steps (step counts, phase, LR, bounds, stage).
+
+        Replicas of one run (one per rank under torch.distributed) fed the same losses have the same
+        fingerprint; comparing it exposes a replica that decided otherwise. Cheap: a few scalars, no history.
+        """
+        text = (f"{self.steps_taken}|{self.kept_steps}|{self.phase}|{self.lr!r}|{self._stage}|{self._attempt}|"
+                f"{len(self.history)}|{self._max_lr!r}|{self._hi!r}|{self._tau_next}")
+        return zlib.crc32(text.encode())
 
     @property
     def decision(self) -> Decision:

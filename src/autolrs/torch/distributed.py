@@ -1,20 +1,19 @@
 """Loss averaging and rank-0 decisions under ``torch.distributed`` (DDP launched by torchrun).
 
-Every rank runs the same loop and keeps its own replica of the controller, model snapshot and all. Per
-optimizer step, :meth:`Communicator.average` and :meth:`Communicator.follow` run two collectives on
-float64 tensors (on ``torch.cuda.current_device()`` under NCCL, on the CPU otherwise):
+Every rank runs the same loop and keeps its own replica of the controller, model snapshot and all: the
+controller is deterministic, so replicas fed the same losses take the same decisions, and no decision has
+to be sent. Per optimizer step, :meth:`Communicator.average` runs one collective, an ``all_reduce(SUM)``
+of 9 float64 values (72 bytes, on ``torch.cuda.current_device()`` under NCCL, on the CPU otherwise):
 
-1. ``all_reduce(SUM)`` of ``[loss, val_loss, validated, step, step**2]`` (5 x 8 = 40 bytes). Every rank
-   gets the step's mean loss (and mean validation loss, when the controller asks for one) bit-identical,
-   as DDP's gradients are. The step counters' sum and sum of squares equal ``world * step`` and
-   ``world * step**2`` on every rank only if all ranks are at the same step (their variance is zero), so
-   schedulers at different steps (ranks resumed from different checkpoints) are reported on every rank
-   instead of silently averaging different steps.
-2. ``broadcast`` from rank 0 of its decision ``[step, loss, lr, phase, restore, snapshot, done]``
-   (7 x 8 = 56 bytes). Rank 0 decides; every other rank follows it, and first checks that its replica,
-   fed the same averaged loss, decided the same: the controller is deterministic, so a difference means
-   the replicas desynchronised (other options on one rank, a non-deterministic change), and it raises
-   rather than let the ranks drift apart.
+- ``loss, val_loss, validated``: every rank gets the step's mean loss (and mean validation loss, when the
+  controller asks for one) bit-identical, as DDP's gradients are;
+- three integers below 2**16, each with its square: the step counter and the two halves of the
+  controller's :meth:`~autolrs.controller.StageController.fingerprint` after the previous decision. Their
+  sum and sum of squares equal ``world * k`` and ``world * k**2`` only if every rank holds the same ``k``
+  (zero variance), so ranks at different steps (resumed from different checkpoints) or a replica that
+  decided otherwise (other options on one rank, a non-deterministic change) raise on every rank, instead
+  of letting the ranks drift apart. A wrong decision is thus caught one step after it was applied; the
+  last decision of a run, which depends on the step count alone, is the only one not compared.
 
 A rank that raises or dies leaves the others blocked in a collective: gloo reports a closed connection
 at once, and a rank that stalls after the process group's ``timeout``; both surface here as a
@@ -30,11 +29,9 @@ import zlib
 import torch
 import torch.distributed as dist
 
-from ..controller import Decision
 
 __all__ = ["Communicator", "check_replicated"]
 
-_PHASES = ("warmup", "explore", "keep", "done")
 # Step counters are compared modulo this, so that world * counter**2 stays exact in float64.
 _COUNTER = 2**16
 
@@ -115,23 +112,36 @@ class Communicator:
                 "options, so that every rank follows the same schedule. A per-rank seed is the usual cause."
             )
 
-    def average(self, step: int, loss: float, val_loss: float | None) -> tuple[float, float | None]:
-        """The mean of ``loss`` (and of ``val_loss``) over the ranks: one all_reduce.
+    def average(self, step: int, loss: float, val_loss: float | None,
+                fingerprint: int) -> tuple[float, float | None]:
+        """The mean of ``loss`` (and of ``val_loss``) over the ranks, checking that they agree: one all_reduce.
 
         Args:
             step: this rank's count of steps before this one (the controller's ``steps_taken``).
+            fingerprint: this rank's controller fingerprint after its previous decision.
         """
         validated = val_loss is not None
-        counter = float(step % _COUNTER)
-        buffer = self._tensor([loss, val_loss if validated else 0.0, float(validated), counter, counter**2])
+        agreed = (step % _COUNTER, fingerprint >> 16, fingerprint & 0xFFFF)
+        values = [loss, val_loss if validated else 0.0, float(validated)]
+        for k in agreed:
+            values += [float(k), float(k) ** 2]
+        buffer = self._tensor(values)
         self._collective("all_reduce of the loss", step + 1, lambda: dist.all_reduce(buffer, group=self.group))
-        total, val_total, validated_ranks, step_sum, step_squares = buffer.tolist()
+        total, val_total, validated_ranks, *sums = buffer.tolist()
         world = self.world_size
-        if step_sum != world * counter or step_squares != world * counter**2:
+        same = [sums[2 * i] == world * k and sums[2 * i + 1] == world * float(k) ** 2 for i, k in enumerate(agreed)]
+        if not same[0]:
             raise RuntimeError(
                 f"autolrs: the ranks are out of step: rank {self.rank} is at step {step + 1} and another rank is not. "
                 "Resume every rank from the same state_dict(), and call sched.step() on every rank once after each "
                 "optimizer step."
+            )
+        if not all(same):
+            raise RuntimeError(
+                f"autolrs: at step {step}, the ranks' controllers decided differently (rank {self.rank}'s fingerprint "
+                f"{fingerprint:#010x} is not every rank's): the ranks' schedulers desynchronised. Build AutoLRS with "
+                "the same options on every rank and resume every rank from the same state_dict(); if they are, this "
+                "is a bug in autolrs (non-deterministic decisions): please report it."
             )
         if validated_ranks not in (0.0, float(world)):
             raise RuntimeError(
@@ -139,34 +149,3 @@ class Communicator:
                 "schedulers disagree; every rank must build AutoLRS with the same options, val_fn included."
             )
         return total / world, (val_total / world if validated else None)
-
-    def follow(self, step: int, loss: float, decision: Decision) -> Decision:
-        """Rank 0's decision on every rank (one broadcast); raises where this rank's replica decided otherwise.
-
-        Args:
-            step: the step just taken (``steps_taken`` after it).
-            loss: the averaged loss the controller was given (a check that every replica saw the same).
-            decision: this rank's replica's decision.
-        """
-        mine = [float(step), loss, decision.lr, float(_PHASES.index(decision.phase)), float(decision.restore),
-                float(decision.snapshot), float(decision.done)]
-        buffer = self._tensor(mine)
-        self._collective("broadcast of rank 0's decision", step,
-                         lambda: dist.broadcast(buffer, src=self._global(0), group=self.group))
-        theirs = buffer.tolist()
-        # Compared bit for bit: a NaN loss is not equal to itself.
-        expected = torch.tensor(mine, dtype=torch.float64)
-        if not torch.equal(buffer.cpu().view(torch.int64), expected.view(torch.int64)):
-            leader = Decision(theirs[2], _PHASES[int(theirs[3])], restore=bool(theirs[4]),
-                              snapshot=bool(theirs[5]), done=bool(theirs[6]))
-            raise RuntimeError(
-                f"autolrs: at step {step}, rank {self.rank}'s controller (step {step}, loss {loss!r}) decided "
-                f"{decision} but rank 0's (step {theirs[0]:g}, loss {theirs[1]!r}) decided {leader}: the ranks' "
-                "schedulers desynchronised. Build AutoLRS with the same options on every rank and resume every "
-                "rank from the same state_dict(); if they are, this is a bug in autolrs (non-deterministic "
-                "decisions): please report it."
-            )
-        return decision
-
-    def _global(self, rank: int) -> int:
-        return rank if self.group is None else dist.get_global_rank(self.group, rank)

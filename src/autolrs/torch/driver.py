@@ -6,8 +6,8 @@ restore the stage snapshot, take a new one, set the LR of every param group. The
 takes effect on the very next optimizer step.
 
 Under an initialised ``torch.distributed`` process group of several ranks (DDP launched by torchrun) it
-averages the loss over the ranks and follows rank 0's decisions (:mod:`autolrs.torch.distributed`); every
-rank snapshots and restores its own replica of the model.
+averages the loss over the ranks, so that every rank's controller takes the same decisions, and checks
+that they do (:mod:`autolrs.torch.distributed`); every rank snapshots and restores its own replica.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ class AutoLRS:
 
     Under ``torch.distributed`` (an initialised process group of several ranks), build it on every rank with
     the same options, after wrapping the model in ``DistributedDataParallel``: the loss (and ``val_fn``'s
-    result) is averaged over the ranks and rank 0's decisions are followed by all (README, "Distributed
-    training (DDP)").
+    result) is averaged over the ranks, so every rank decides the same, which one all_reduce per step also
+    checks (README, "Distributed training (DDP)").
 
     Example:
         >>> import torch
@@ -150,7 +150,7 @@ class AutoLRS:
         self._last_lr: list[float] = []
         if self._comm is not None:
             self._comm.check_same_run(self.config.to_dict(), self._lr_ratios)
-        self._apply(self._follow(0.0, self.controller.begin()))
+        self._apply(self.controller.begin())
 
     @staticmethod
     def _group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
@@ -186,19 +186,13 @@ class AutoLRS:
         value = _as_float(loss, "loss")
         val = self._validate() if self.controller.expects_validation else None
         if self._comm is not None:
-            value, val = self._comm.average(self.controller.steps_taken, value, val)
+            value, val = self._comm.average(self.controller.steps_taken, value, val, self.controller.fingerprint())
         elif Communicator.current() is not None:
             raise RuntimeError(
                 "AutoLRS was built before torch.distributed.init_process_group(): build it after, on every rank, "
                 "so that the ranks average their losses and follow one schedule."
             )
-        self._apply(self._follow(value, self.controller.step(value, val)))
-
-    def _follow(self, loss: float, decision: Decision) -> Decision:
-        """Under torch.distributed, rank 0's decision (checked against this rank's); else ``decision``."""
-        if self._comm is None:
-            return decision
-        return self._comm.follow(self.controller.steps_taken, loss, decision)
+        self._apply(self.controller.step(value, val))
 
     def _validate(self) -> float:
         with torch.no_grad():
