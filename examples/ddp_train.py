@@ -4,8 +4,9 @@
     torchrun --nproc_per_node=2 examples/ddp_train.py --resume autolrs-ddp.pt   # continue a stopped run
 
 The loop is the single-process one: AutoLRS finds the initialised process group and averages the loss
-(and val_fn's result) over the ranks, so every rank's scheduler takes the same decisions. Each rank trains on its share
-of every global batch; rank 0 saves the checkpoint and prints. Needs mnist1d: pip install 'autolrs[demo]'.
+(and val_fn's result) over the ranks, so every rank's scheduler takes the same decisions. Each rank trains
+on its share of every global batch; rank 0 saves the checkpoint and prints. Needs mnist1d:
+pip install 'autolrs[demo]'.
 """
 
 from __future__ import annotations

@@ -16,12 +16,17 @@ def test_exact_exponential_is_recovered():
     assert f.value == pytest.approx(0.5 + 2.0 * math.exp(-0.05 * 600), abs=1e-3)
 
 
+def noisy_curve(seed: int):
+    """2 exp(-0.03 t) + 0.5 over 100 steps with N(0, 0.05) noise, and the generator that drew it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(100)
+    return rng, 2.0 * np.exp(-0.03 * t) + 0.5 + rng.normal(0, 0.05, t.size)
+
+
 def test_noisy_exponential_parameters_within_tolerance():
     estimates = []
     for seed in range(20):
-        rng = np.random.default_rng(seed)
-        t = np.arange(100)
-        y = 2.0 * np.exp(-0.03 * t) + 0.5 + rng.normal(0, 0.05, t.size)
+        _, y = noisy_curve(seed)
         f = forecast_loss(y, horizon=1000)
         estimates.append((f.a, f.b, f.c))
     a, b, c = np.mean(estimates, axis=0)
@@ -33,9 +38,7 @@ def test_noisy_exponential_parameters_within_tolerance():
 def test_outliers_in_first_half_do_not_bend_the_fit():
     errors = []
     for seed in range(10):
-        rng = np.random.default_rng(seed)
-        t = np.arange(100)
-        y = 2.0 * np.exp(-0.03 * t) + 0.5 + rng.normal(0, 0.05, t.size)
+        rng, y = noisy_curve(seed)
         y[rng.choice(50, 3, replace=False)] += 2.0  # three hard batches
         errors.append(forecast_loss(y, horizon=1000).c - 0.5)
     assert abs(np.mean(errors)) < 0.05

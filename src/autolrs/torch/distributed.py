@@ -1,4 +1,4 @@
-"""Loss averaging and rank-0 decisions under ``torch.distributed`` (DDP launched by torchrun).
+"""Loss averaging and replica checks under ``torch.distributed`` (DDP launched by torchrun).
 
 Every rank runs the same loop and keeps its own replica of the controller, model snapshot and all: the
 controller is deterministic, so replicas fed the same losses take the same decisions, and no decision has
@@ -29,10 +29,9 @@ import zlib
 import torch
 import torch.distributed as dist
 
-
 __all__ = ["Communicator", "check_replicated"]
 
-# Step counters are compared modulo this, so that world * counter**2 stays exact in float64.
+# The integers compared across ranks stay below this, so that world * k**2 is exact in float64.
 _COUNTER = 2**16
 
 
@@ -121,7 +120,7 @@ class Communicator:
             fingerprint: this rank's controller fingerprint after its previous decision.
         """
         validated = val_loss is not None
-        agreed = (step % _COUNTER, fingerprint >> 16, fingerprint & 0xFFFF)
+        agreed = (step % _COUNTER, fingerprint // _COUNTER, fingerprint % _COUNTER)  # fingerprint < 2**32
         values = [loss, val_loss if validated else 0.0, float(validated)]
         for k in agreed:
             values += [float(k), float(k) ** 2]
