@@ -78,7 +78,7 @@ def train_run(task: TaskSpec, m: Method, lr: float | None, seed: int) -> dict:
         if not trace or trace[-1][1:] != [step_lr, phase]:
             trace.append([policy.steps_taken, step_lr, phase])
         policy.after_step(value)
-        if phase in ("warmup", "keep"):
+        if phase in ("warmup", "keep", "decay"):
             kept_lrs.append(step_lr)
         del kept_lrs[policy.kept_steps:]  # a kept stage autolrs rolled back is no longer kept
         first_loss = value if first_loss is None else first_loss

@@ -32,9 +32,10 @@ from autolrs import AutoLRS
 
 BATCH = 32
 TOTAL = 260
-OPTIONS = dict(min_lr=1e-3, max_lr=30.0, total_steps=TOTAL, stage_steps=40, explore_steps=8, candidates=3,
-               max_stage_steps=80, warmup_steps=6, min_explore_steps=4, seed=7,
-               trust_region=None)  # the whole range every stage: diverging candidates are covered too
+OPTIONS = dict(min_lr=1e-2, max_lr=30.0, total_steps=TOTAL, stage_steps=30, explore_steps=6, candidates=3,
+               max_stage_steps=60, warmup_steps=6, min_explore_steps=4, seed=7,
+               trust_region=None,  # the whole range every stage: diverging candidates are covered too
+               decay_fraction=0.1)
 
 
 # (collectives, bytes) autolrs ran in each sched.step() of the last build(), counted by count_collectives().
@@ -144,7 +145,7 @@ def fail(rank, world, out: Path, scenario: str) -> None:
         net, optimizer, sched, data, step = build(rank, world, wrap=True, options=options)
         if rank == 1:
             if scenario == "desync":
-                sched.controller.config = type(sched.controller.config)(**dict(OPTIONS, seed=8))
+                sched.controller.config = type(sched.controller.config)(**dict(OPTIONS, min_lr=0.02))
             validate = sched.val_fn
 
             def val_fn():

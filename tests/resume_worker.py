@@ -19,7 +19,8 @@ torch.set_num_threads(1)
 TOTAL = 330
 OPTIONS = dict(min_lr=1e-3, max_lr=30.0, total_steps=TOTAL, stage_steps=40, explore_steps=8, candidates=3,
                max_stage_steps=80, warmup_steps=6, min_explore_steps=4, seed=7,
-               trust_region=None)  # the whole range every stage: diverging candidates are covered too
+               trust_region=None,  # the whole range every stage: diverging candidates are covered too
+               decay_fraction=0.1)
 
 
 def build():

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
 
 # Checkpoints taken mid-candidate (training-loss stage), mid-candidate in validation mode, mid-keep.
-STOPS = (10, 90, 150)
+STOPS = (10, 95, 140)
 # A single process on the global batch computes the same gradients up to float64 rounding.
 LOSS_RTOL = 1e-12
 

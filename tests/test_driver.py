@@ -75,6 +75,11 @@ def test_decisions_take_effect_on_the_next_step_and_candidates_run_exactly_tau_p
             assert c["steps"] == stage["explore_steps"] or c["diverged"]
             assert torch.equal(rec.params[first], s0)  # every candidate starts from S0
         k0 = stage["keep_start_step"]
+        if stage["kind"] == "decay":  # linearly to zero from the last stage's LR, from the last kept state
+            n = stage["tau"]
+            assert used[k0:k0 + n] == pytest.approx([stage["lr"] * (n - i) / (n + 1) for i in range(n)])
+            assert stage["lr"] == sched.history[-2]["lr"] and k0 + n == 400
+            continue
         assert used[k0:k0 + stage["kept_steps"]] == [stage["lr"]] * stage["kept_steps"]
         if stage["kept_steps"]:  # (a roll-back on the budget's last step leaves an empty kept phase)
             assert torch.equal(rec.params[k0], s0)  # the kept phase starts from S0 too

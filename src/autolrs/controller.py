@@ -5,13 +5,16 @@ Notation (ALGORITHM.md): a stage keeps ``tau`` steps at one LR; before them, ``k
 
     warmup   linear LR warmup, not searched (optional)
     explore  candidate i of the stage runs from S0; ends after tau' steps or at once on divergence
-    keep     the best candidate's LR runs tau steps from S0: the kept trajectory
+    keep     the chosen LR runs tau steps from S0: the kept trajectory
+    decay    the last ``decay_fraction`` of the budget: the LR falls linearly to zero, no search
     done     the step budget is spent; the model is on a kept state
 
 After every optimizer step the driver reports the loss of that step to :meth:`StageController.step`, which
 returns the :class:`Decision` for the *next* step. The driver carries it out in this order: restore S0
 (``restore``), save the current state as S0 (``snapshot``), set ``lr``. The controller alone decides; it
-keeps no reference to models or tensors, and its whole state is plain data (:meth:`state_dict`).
+keeps no reference to models or tensors, and its whole state is plain data (:meth:`state_dict`). The
+arithmetic of the stage plan is :mod:`autolrs.stages`, the choice rule :mod:`autolrs.choice`, the failure
+tests :mod:`autolrs.safety`.
 """
 
 from __future__ import annotations
@@ -25,16 +28,25 @@ from typing import Literal
 
 import numpy as np
 
+from . import stages
+from .choice import choose, objective
 from .config import AutoLRSConfig
 from .forecast import forecast_loss
+from .safety import divergence_threshold, diverged, lost_progress
 from .search import BayesianSearch
 
 __all__ = ["Decision", "Phase", "StageController", "STATE_VERSION"]
 
-Phase = Literal["warmup", "explore", "keep", "done"]
-STATE_VERSION = 1
-# The loss the stage starts from is the mean of this many last kept losses.
+Phase = Literal["warmup", "explore", "keep", "decay", "done"]
+STATE_VERSION = 2
+# The loss a stage starts from is the mean of the last kept losses: at least _TAIL of them and two
+# candidate windows' worth (as precise as the levels it is compared with); at most _TAIL_MAX are kept.
 _TAIL = 10
+_TAIL_MAX = 256
+# A stage is rolled back for lost progress at most this many times.
+_MAX_ROLLBACKS = 3
+# Relative tolerance of LR comparisons (an LR "at" a bound).
+_LR_RTOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ class StageController:
         config: a validated :class:`AutoLRSConfig`.
 
     Example:
-        >>> ctrl = StageController(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=400, seed=0))
+        >>> ctrl = StageController(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=600, seed=0))
         >>> decision = ctrl.begin()          # apply before the first step: snapshot + first candidate
         >>> decision.phase, decision.snapshot
         ('explore', True)
@@ -80,7 +92,7 @@ class StageController:
         ...     loss = 1.0 / (1 + ctrl.steps_taken * decision.lr)   # stands for a training step
         ...     decision = ctrl.step(loss)
         >>> ctrl.steps_taken
-        400
+        600
     """
 
     def __init__(self, config: AutoLRSConfig) -> None:
@@ -94,7 +106,7 @@ class StageController:
         self.history: list[dict] = []
         self.begun = False
         # Upper bounds of the search: for the run (lowered when an LR diverges) and for the current stage
-        # (lowered further when a kept stage makes no progress). Never below min_lr.
+        # (lowered further when a kept stage loses its progress). Never below min_lr.
         self._max_lr = config.max_lr
         self._hi = config.max_lr
         self._stage = 0
@@ -112,6 +124,13 @@ class StageController:
     @property
     def done(self) -> bool:
         return self.phase == "done"
+
+    @property
+    def stable_end(self) -> int | None:
+        """The step at which the decay phase starts (where the stages end); None without a budget."""
+        if self.config.total_steps is None:
+            return None
+        return self.config.total_steps - self.config.decay_steps
 
     @property
     def expects_validation(self) -> bool:
@@ -157,14 +176,17 @@ class StageController:
                 raise ValueError("This step needs val_loss (validation mode): pass step(loss, val_loss=...).")
             if isinstance(val_loss, bool) or not isinstance(val_loss, (int, float)):
                 raise TypeError(f"val_loss must be a real number, but got {val_loss!r}.")
+            val_loss = float(val_loss)
         loss = float(loss)
         self.steps_taken += 1
         if self.phase == "warmup":
             decision = self._warmup_step(loss)
         elif self.phase == "explore":
-            decision = self._explore_step(loss, None if val_loss is None else float(val_loss))
+            decision = self._explore_step(loss, val_loss)
+        elif self.phase == "keep":
+            decision = self._keep_step(loss, val_loss)
         else:
-            decision = self._keep_step(loss, None if val_loss is None else float(val_loss))
+            decision = self._decay_step(loss)
         return self._check_budget(decision)
 
     def finish(self) -> Decision:
@@ -196,7 +218,7 @@ class StageController:
         """The decision in force now (what the next step runs with)."""
         return Decision(self.lr, self.phase, done=self.done)
 
-    # -- phases ------------------------------------------------------------------------------------
+    # -- warmup ------------------------------------------------------------------------------------
     def _warmup_lr(self, step: int) -> float:
         return self.config.warmup_lr * (step + 1) / self.config.warmup_steps
 
@@ -208,96 +230,98 @@ class StageController:
         self.lr = self._warmup_lr(self.steps_taken)
         return Decision(self.lr, "warmup")
 
-    def _plan(self) -> tuple[int, int] | None:
-        """``(tau, tau')`` of the next stage within the remaining budget, or None if no search fits."""
+    # -- stage plan --------------------------------------------------------------------------------
+    def _remaining(self) -> int | None:
+        """Steps left in the stages' span (before the decay phase); None without a budget."""
+        return None if self.stable_end is None else self.stable_end - self.steps_taken
+
+    def _explore_length(self, tau: int) -> int:
         cfg = self.config
-        k, n_min = cfg.candidates, cfg.min_explore_steps
-        tau = self._tau_next
-        n = max(n_min, round(tau * cfg.explore_ratio))
-        if cfg.total_steps is None:
-            return tau, n
-        remaining = cfg.total_steps - self.steps_taken
-        smallest = k * n_min + n_min
-        if remaining < smallest:
-            return None
-        if tau + k * n > remaining:
-            # The last stage: shrink it to what is left, keeping tau'/tau, and give it every step left.
-            n = max(n_min, int(n * remaining / (tau + k * n)))
-            return remaining - k * n, n
-        if remaining - (tau + k * n) < smallest:
-            tau = remaining - k * n  # a remainder too small for another search is kept, not wasted
-        return tau, n
+        return stages.explore_length(tau, cfg.explore_steps, cfg.stage_steps, cfg.search_ratio,
+                                     cfg.min_explore_steps)
+
+    def _grid(self) -> list[float]:
+        """The opening design of a search with no previous LR to start from: a log grid over the range
+        (two LRs per decade, ends included), so that no decade goes untried; a random first point and a
+        few GP proposals can miss the good one. None for the paper preset."""
+        if self.config.preset == "paper" or self._warm_lr() is not None:
+            return []
+        return stages.opening_grid(*self._search_range())
+
+    def _candidates(self) -> int:
+        """``k`` of the current search: the grid and two GP proposals after it, where there is a grid."""
+        grid = self._grid()
+        return max(self.config.candidates, len(grid) + 2) if grid else self.config.candidates
 
     def _begin_stage(self) -> Decision:
-        plan = self._plan()
         cfg = self.config
-        objective = "val" if cfg.use_validation and self._tau_next >= cfg.max_stage_steps else "train"
-        self._record = {
-            "stage": self._stage,
-            "start_step": self.steps_taken,
-            "tau": 0,
-            "explore_steps": 0,
-            "objective": objective,
-            "min_lr": self.config.min_lr,
-            "max_lr": self._hi,
-            "candidates": [],
-            "lr": None,
-            "forecast": None,
-            "keep_start_step": None,
-            "kept_steps": 0,
-            "loss_reached": None,
-            "discarded": [],
-            "events": [],
-        }
+        span = max(_TAIL, 2 * self._explore_length(self._tau_next))
+        self._start_loss = float(np.mean(self._tail[-span:])) if self._tail else None
         self._keep_losses = []
-        self._start_loss = float(np.mean(self._tail)) if self._tail else None
         self._hi = self._max_lr
-        self._record["max_lr"] = self._hi
-        if self._hi <= cfg.min_lr * 1.0001:
+        self._attempt = 0
+        plan = stages.plan_stage(self._remaining(), self._tau_next, self._explore_length(self._tau_next),
+                                 self._candidates(), cfg.min_explore_steps)
+        if plan is None:
+            return self._begin_decay()
+        objective_kind = "val" if cfg.use_validation and self._tau_next >= cfg.max_stage_steps else "train"
+        self._record = self._new_record("search", objective_kind)
+        tau, n = plan
+        if self._hi <= cfg.min_lr * (1 + _LR_RTOL):
             # Every LR above min_lr diverged earlier in the run: nothing left to search.
             self._record["events"].append("search range collapsed to min_lr after divergence: keeping min_lr")
-            self._record.update(tau=self._keep_length(self._tau_next), lr=cfg.min_lr)
+            self._record.update(tau=tau + self._candidates() * n, lr=cfg.min_lr)
             return self._start_keep(cfg.min_lr, restore=False, snapshot=True)
-        if plan is None:
-            # No room for a search: keep training at the last chosen LR until the budget is spent.
-            remaining = cfg.total_steps - self.steps_taken
-            self._record.update(tau=remaining, objective="train", lr=self.lr)
-            self._record["events"].append("no search: too few steps left in the budget")
-            return self._start_keep(self.lr, restore=False, snapshot=True)
-        tau, n = plan
         self._record.update(tau=tau, explore_steps=n)
-        self._attempt = 0
         return self._start_search(restore=False, snapshot=True)
 
-    def _search_range(self) -> tuple[float, float]:
-        """The stage's LR range: ``[min_lr, bound]``, or with ``trust_region`` a band around the last LR.
+    def _new_record(self, kind: str, objective_kind: str) -> dict:
+        return {
+            "stage": self._stage, "kind": kind, "start_step": self.steps_taken, "tau": 0, "explore_steps": 0,
+            "objective": objective_kind, "min_lr": self.config.min_lr, "max_lr": self._hi,
+            "start_loss": self._start_loss, "previous_lr": self._previous_lr, "candidates": [], "lr": None,
+            "forecast": None, "trial_loss": None, "keep_start_step": None, "kept_steps": 0, "loss_reached": None,
+            "discarded": [], "events": [],
+        }
 
-        A retry searches the whole range below its bound: the band is where the stage failed.
+    # -- search ------------------------------------------------------------------------------------
+    def _warm_lr(self) -> float | None:
+        """The previous stage's LR, proposed first (warm start), when it is a candidate of this search."""
+        if not self.config.warm_start or self._attempt > 0 or self._previous_lr is None:
+            return None
+        return self._previous_lr if self._previous_lr <= self._hi * (1 + _LR_RTOL) else None
+
+    def _search_range(self) -> tuple[float, float]:
+        """The search's LR range: ``[min_lr, bound]``, or with ``trust_region`` a band around the last LR.
+
+        A retry after divergence searches the band just below its bound (the whole range below it without
+        ``trust_region``).
         """
         cfg = self.config
         lo, hi = cfg.min_lr, self._hi
-        if cfg.trust_region is not None and self._previous_lr is not None and self._attempt == 0:
+        if cfg.trust_region is None:
+            return lo, hi
+        if self._attempt > 0:
+            return max(lo, hi / cfg.trust_region ** 2), hi
+        if self._previous_lr is not None:
             band = (max(lo, self._previous_lr / cfg.trust_region), min(hi, self._previous_lr * cfg.trust_region))
-            if band[1] > band[0] * 1.0001:
-                lo, hi = band
+            if band[1] > band[0] * (1 + _LR_RTOL):
+                return band
         return lo, hi
 
-    def _make_search(self) -> BayesianSearch:
+    def _start_search(self, *, restore: bool, snapshot: bool) -> Decision:
         cfg = self.config
         lo, hi = self._search_range()
-        return BayesianSearch(lo, hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
-                              first_lr=self._previous_lr if cfg.warm_start else None)
-
-    def _start_search(self, *, restore: bool, snapshot: bool) -> Decision:
-        self._search = self._make_search()
-        self._record.update(min_lr=self._search.min_lr, max_lr=self._search.max_lr)
+        self._search = BayesianSearch(lo, hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
+                                      first_lr=self._warm_lr(), initial=self._grid())
+        self._record.update(min_lr=lo, max_lr=hi)
         self.phase = "explore"
         return self._start_candidate(restore=restore, snapshot=snapshot)
 
     def _start_candidate(self, *, restore: bool, snapshot: bool = False) -> Decision:
         self.lr = self._search.ask()
-        self._candidate = {"lr": self.lr, "attempt": self._attempt, "steps": 0, "losses": [],
-                           "val_steps": [], "val_losses": [], "forecast": None, "diverged": False}
+        self._candidate = {"lr": self.lr, "attempt": self._attempt, "steps": 0, "losses": [], "val_steps": [],
+                           "val_losses": [], "forecast": None, "trial_loss": None, "diverged": False}
         return Decision(self.lr, "explore", restore=restore, snapshot=snapshot)
 
     def _val_interval(self) -> int:
@@ -315,113 +339,131 @@ class StageController:
             # so their mean estimates the start loss.
             firsts = [x["losses"][0] for x in self._record["candidates"] if x["losses"] and x["losses"][0] is not None]
             self._start_loss = float(np.mean(firsts + [loss]))
-        diverged = self._diverged(c["losses"]) or (val_loss is not None and not math.isfinite(val_loss))
-        if not diverged and c["steps"] < self._record["explore_steps"]:
+            self._record["start_loss"] = self._start_loss
+        failed = self._diverged(c["losses"]) or (val_loss is not None and not math.isfinite(val_loss))
+        if not failed and c["steps"] < self._record["explore_steps"]:
             return Decision(self.lr, "explore")
-        self._close_candidate(diverged)
-        current = [x for x in self._record["candidates"] if x["attempt"] == self._attempt]
-        if len(current) < self.config.candidates:
+        self._close_candidate(failed)
+        if len(self._attempt_candidates()) < self._candidates():
             return self._start_candidate(restore=True)
-        return self._choose(current)
+        return self._choose()
 
-    def _close_candidate(self, diverged: bool) -> None:
-        c = self._candidate
-        cfg = self.config
-        tau = self._record["tau"]
-        if diverged:
+    def _close_candidate(self, failed: bool) -> None:
+        c, cfg, r = self._candidate, self.config, self._record
+        if failed:
             c["diverged"] = True
         else:
-            if self._record["objective"] == "val":
-                series, steps, kind = c["val_losses"], c["val_steps"], "val"
+            if r["objective"] == "val":
+                series, steps, kind, horizon = c["val_losses"], c["val_steps"], "val", r["tau"]
             else:
-                series, steps, kind = c["losses"], None, "train"
-            c["forecast"] = forecast_loss(
-                series, tau, steps=steps, kind=kind, floor=cfg.loss_floor, max_extrapolation=cfg.max_extrapolation
-            ).value
-        self._search.tell(c["lr"], math.inf if diverged else c["forecast"])
+                # The kept stage reports the mean of its last tau' losses, centred (tau' - 1) / 2 steps
+                # before its end; index 0 is the loss of the candidate's first step.
+                n = min(r["explore_steps"], r["tau"])
+                series, steps, kind, horizon = c["losses"], None, "train", r["tau"] - 1 - (n - 1) / 2
+            forecast = forecast_loss(series, horizon, steps=steps, kind=kind, floor=cfg.loss_floor,
+                                     max_extrapolation=cfg.max_extrapolation)
+            c["forecast"], c["trial_loss"] = forecast.value, forecast.observed_end
+        value = math.inf if failed else objective(c["forecast"], self._start_loss, cfg.loss_floor)
+        self._search.tell(c["lr"], value)
         c["losses"] = [_finite_or_none(x) for x in c["losses"]]
         c["val_losses"] = [_finite_or_none(x) for x in c["val_losses"]]
-        self._record["candidates"].append(c)
+        r["candidates"].append(c)
         self._candidate = None
-
-    def _best(self, candidates: list[dict]) -> dict | None:
-        """The stage's best candidate among those that did not diverge and lie in the current range."""
-        valid = [x for x in candidates if not x["diverged"] and x["lr"] <= self._hi * (1 + 1e-9)]
-        if not valid:
-            return None
-        if self.config.choose == "posterior":
-            # The GP's mean at the tried LRs: its white-noise term shrinks a lucky forecast toward its
-            # neighbours, so one noisy series does not decide the stage.
-            scores = self._search.posterior([self._search.to_unit(x["lr"]) for x in valid])[0]
-        else:  # "forecast": the reference code's argmin of the observed forecasts
-            scores = [x["forecast"] for x in valid]
-        return valid[int(np.argmin(scores))]
 
     def _attempt_candidates(self) -> list[dict]:
         return [x for x in self._record["candidates"] if x["attempt"] == self._attempt]
 
-    def _choose(self, current: list[dict]) -> Decision:
+    def _best(self, candidates: list[dict]) -> dict | None:
+        """The stage's choice among candidates that did not diverge and lie in the current range.
+
+        Each gets a score on the objective's scale: the GP posterior mean at its LR (``choose="posterior"``:
+        its white-noise term shrinks a lucky forecast toward its neighbours) or its own forecast
+        (``"forecast"``, the reference code); :func:`~autolrs.choice.choose` takes the largest LR within
+        ``tolerance`` of the best.
+        """
+        cfg = self.config
+        valid = [x for x in candidates if not x["diverged"] and x["lr"] <= self._hi * (1 + 1e-9)]
+        if not valid:
+            return None
+        if cfg.choose == "posterior":
+            scores = self._search.posterior([self._search.to_unit(x["lr"]) for x in valid])[0]
+        else:
+            scores = [objective(x["forecast"], self._start_loss, cfg.loss_floor) for x in valid]
+        index = choose([x["lr"] for x in valid], scores, cfg.tolerance, log_scale=cfg.loss_floor is not None)
+        return valid[index]
+
+    def _choose(self) -> Decision:
+        current = self._attempt_candidates()
         best = self._best(current)
         if best is not None:
-            self._record.update(lr=best["lr"], forecast=best["forecast"])
-            return self._start_keep(best["lr"], restore=True)
+            return self._keep_candidate(best)
         lowest = min(x["lr"] for x in current)
         return self._retry(f"all {len(current)} candidates diverged (lowest lr {lowest:.3g})", lowest)
+
+    def _keep_candidate(self, candidate: dict) -> Decision:
+        self._record.update(lr=candidate["lr"], forecast=candidate["forecast"], trial_loss=candidate["trial_loss"])
+        return self._start_keep(candidate["lr"], restore=True)
 
     def _retry(self, why: str, failed_lr: float, *, persist: bool = True) -> Decision:
         """Something failed at ``failed_lr``: restore S0 and go on below half of it.
 
         The stage's other candidates were measured from the same S0, so the best one left below the new
-        bound is kept without a new search; only when none is left is the stage searched again. The range
-        never leaves ``[min_lr, max_lr]``: when even ``min_lr`` failed it is kept, with a warning, and every
-        failure is rolled back to S0 again. With ``persist`` (divergence), the bound holds for the rest of
-        the run; otherwise (no progress) for this stage only.
+        bound is kept without a new search. When none is left: after a divergence (``persist``) the stage is
+        searched again below the bound; after lost progress it keeps ``failed_lr / trust_region`` (one band
+        step down, 3x without a trust region) without a new search. The range never leaves
+        ``[min_lr, max_lr]``: when even ``min_lr`` failed it is kept, with a warning, and every failure is
+        rolled back to S0 again. With ``persist`` the bound holds for the rest of the run, otherwise for this
+        stage only.
         """
         cfg = self.config
-        exhausted = failed_lr <= self.config.min_lr * 1.0001
-        self._hi = max(self.config.min_lr, min(self._hi, failed_lr / 2.0))
+        exhausted = failed_lr <= cfg.min_lr * (1 + _LR_RTOL)
+        self._hi = max(cfg.min_lr, min(self._hi, failed_lr / 2.0))
         if persist:
             self._max_lr = min(self._max_lr, self._hi)
         if exhausted:
-            why += f"; every lr down to min_lr={self.config.min_lr:.3g} failed: lower min_lr"
+            why += f"; every lr down to min_lr={cfg.min_lr:.3g} failed: lower min_lr"
         message = f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}"
         warnings.warn(message, RuntimeWarning, stacklevel=3)
         self._record["events"].append(message)
-        self._record.update(min_lr=self.config.min_lr, max_lr=self._hi)
-        if self._previous_lr is not None and self._previous_lr > self._hi:
-            self._previous_lr = None
+        self._record["max_lr"] = self._hi
         if not exhausted:
             best = self._best(self._attempt_candidates())
             if best is not None:
-                self._record.update(lr=best["lr"], forecast=best["forecast"])
-                return self._start_keep(best["lr"], restore=True)
-            plan = self._plan()
-            if plan is not None and self._hi > self.config.min_lr * 1.0001:
+                return self._keep_candidate(best)
+            plan = self._plan_retry() if persist else None
+            if plan is not None and self._hi > cfg.min_lr * (1 + _LR_RTOL):
                 self._attempt += 1
                 self._record.update(tau=plan[0], explore_steps=plan[1])
                 return self._start_search(restore=True, snapshot=False)
-        lr = self.config.min_lr if exhausted else max(self.config.min_lr, min(self._hi, self.lr / 10.0))
-        self._record["events"].append(f"no search possible: keeping lr={lr:.3g}")
-        self._record.update(lr=lr, forecast=None, tau=self._keep_length(self._record["tau"]))
+        lr = cfg.min_lr if exhausted else max(cfg.min_lr, min(self._hi, failed_lr / (cfg.trust_region or 3.0)))
+        self._record["events"].append(f"no search: keeping lr={lr:.3g}")
+        self._record.update(lr=lr, forecast=None, trial_loss=None)
         return self._start_keep(lr, restore=True)
 
-    def _keep_length(self, tau: int) -> int:
-        """``tau`` within the budget; a remainder too small for another search is kept too."""
-        if self.config.total_steps is None:
-            return tau
-        remaining = self.config.total_steps - self.steps_taken
-        smallest = (self.config.candidates + 1) * self.config.min_explore_steps
-        return remaining if remaining - tau < smallest else tau
+    def _plan_retry(self) -> tuple[int, int] | None:
+        """``(tau, tau')`` of a new search of the current stage from S0, or None if none fits."""
+        cfg = self.config
+        remaining, k = self._remaining(), self._candidates() + 1  # +1: the retry may open with a grid
+        n = self._record["explore_steps"]
+        if remaining is None:
+            return self._record["tau"], n
+        if remaining < (k + 1) * cfg.min_explore_steps:
+            return None
+        n = max(cfg.min_explore_steps, min(n, remaining // (2 * k)))
+        return max(n, min(self._record["tau"], remaining - k * n)), n
 
+    # -- kept stage --------------------------------------------------------------------------------
     def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision:
         # Candidates that diverged stopped early and left steps over: if what would remain after this
-        # stage is too little for another search, it is kept here rather than run as a tiny last stage.
-        self._record["tau"] = self._keep_length(self._record["tau"])
+        # stage is too little for another stage, it is kept here rather than run as a tiny last stage.
+        smallest = (self.config.candidates + 1) * self.config.min_explore_steps
+        self._record["tau"] = stages.keep_length(self._remaining(), self._record["tau"], smallest)
         self.phase = "keep"
         self.lr = lr
-        self._record["keep_start_step"] = self.steps_taken
-        self._record["kept_steps"] = 0
+        self._record.update(keep_start_step=self.steps_taken, kept_steps=0)
         self._keep_losses = []
+        if self._record["tau"] <= 0:
+            return self._end_stage(restore=restore, snapshot=snapshot)
         return Decision(lr, "keep", restore=restore, snapshot=snapshot)
 
     def _keep_step(self, loss: float, val_loss: float | None) -> Decision:
@@ -434,54 +476,122 @@ class StageController:
             self._discard_keep()
             return self._retry(f"the kept trajectory at lr {self.lr:.3g} diverged", self.lr)
         self._push_tail(loss)
+        window = r["explore_steps"] or _TAIL
         if r["kept_steps"] < r["tau"]:
+            # The first stage is also checked at 4, 8, 16, ... windows: a dead network is stopped early.
+            ratio = r["kept_steps"] // window
+            if (r["kept_steps"] % window == 0 and ratio >= 4 and ratio & (ratio - 1) == 0
+                    and self._lost_progress(at_end=False)):
+                return self._roll_back_lost_progress()
             return Decision(self.lr, "keep")
         if val_loss is not None:
             r["loss_reached"] = _finite_or_none(val_loss)
         else:
-            n = max(1, r["explore_steps"] or min(len(self._keep_losses), _TAIL))
-            r["loss_reached"] = _finite_or_none(float(np.mean(self._keep_losses[-n:])))
-            if self._no_progress(r):
-                # The forecast promised progress and a whole stage made none (a dead network looks like
-                # this: loss back at chance, finite, no explosion): drop it and search lower LRs once.
-                why = (f"the kept stage at lr {self.lr:.3g} went from loss {self._start_loss:.4g} to "
-                       f"{r['loss_reached']:.4g}, far short of the forecast {r['forecast']:.4g}")
-                self._discard_keep()
-                return self._retry(why, self.lr, persist=False)
+            r["loss_reached"] = _finite_or_none(float(np.mean(self._keep_losses[-window:])))
+            if self._lost_progress(at_end=True):
+                return self._roll_back_lost_progress()
+        return self._end_stage()
+
+    def _lost_progress(self, *, at_end: bool) -> bool:
+        """:func:`~autolrs.safety.lost_progress` on this stage, when a roll-back could still be redone."""
+        r = self._record
+        start, trial = r["start_loss"], r["trial_loss"]
+        if start is None or trial is None or r["objective"] != "train" or len(r["discarded"]) >= _MAX_ROLLBACKS:
+            return False
+        remaining = self._remaining()
+        if remaining is not None and remaining < r["kept_steps"]:
+            return False  # too few steps left to redo the stage: its gain, however small, is kept
+        n = 2 * (r["explore_steps"] or _TAIL)
+        if at_end:
+            n = max(n, r["kept_steps"] // 4)
+        if len(self._keep_losses) < n:
+            return False
+        return lost_progress(start, trial, self._keep_losses[-n:], first_stage=r["previous_lr"] is None,
+                             at_end=at_end)
+
+    def _roll_back_lost_progress(self) -> Decision:
+        r = self._record
+        reached = float(np.mean(self._keep_losses[-2 * (r["explore_steps"] or _TAIL):]))
+        why = (f"the kept stage at lr {self.lr:.3g} went back to loss {reached:.4g} after {r['kept_steps']} steps, "
+               f"giving back the progress its {r['explore_steps']}-step trial had made (from "
+               f"{r['start_loss']:.4g} to {r['trial_loss']:.4g})")
+        self._discard_keep(reached)
+        return self._retry(why, self.lr, persist=False)
+
+    def _discard_keep(self, reached: float | None = None) -> None:
+        """Take a failed kept phase off the kept trajectory (S0 will be restored); keep it in the record."""
+        r = self._record
+        r["discarded"].append({"start_step": r["keep_start_step"], "steps": r["kept_steps"], "lr": self.lr,
+                               "loss_reached": None if reached is None else _finite_or_none(reached)})
+        self.kept_steps -= r["kept_steps"]
+        finite = sum(1 for x in self._keep_losses if math.isfinite(x))
+        self._tail = self._tail[: max(0, len(self._tail) - finite)]
+        r.update(kept_steps=0, loss_reached=None, keep_start_step=None)
+
+    def _end_stage(self, *, restore: bool = False, snapshot: bool = False) -> Decision:
         self._close_stage()
         self._previous_lr = self.lr
         self._tau_next = min(2 * self._tau_next, self.config.max_stage_steps)
         self._stage += 1
         if self.config.total_steps is not None and self.steps_taken >= self.config.total_steps:
             self.phase = "done"
-            return Decision(self.lr, "done", done=True)
-        return self._begin_stage()
+            return Decision(self.lr, "done", restore=restore, done=True)
+        decision = self._begin_stage()
+        return Decision(decision.lr, decision.phase, restore=restore or decision.restore,
+                        snapshot=snapshot or decision.snapshot, done=decision.done)
 
-    def _discard_keep(self) -> None:
-        """Take a failed kept phase off the kept trajectory (S0 will be restored); keep it in the record."""
-        r = self._record
-        r["discarded"].append({"start_step": r["keep_start_step"], "steps": r["kept_steps"], "lr": self.lr,
-                               "loss_reached": r["loss_reached"]})
-        self.kept_steps -= r["kept_steps"]
-        r.update(kept_steps=0, loss_reached=None, keep_start_step=None)
+    # -- decay phase -------------------------------------------------------------------------------
+    def _begin_decay(self) -> Decision:
+        """The rest of the budget: the LR falls linearly from the last stage's LR to zero, no search.
 
-    def _no_progress(self, record: dict) -> bool:
-        """A kept stage failed: its forecast promised a clear gain (5% or more of the start loss) and it
-        delivered less than a quarter of it.
-
-        Short windows cannot see an instability that develops later: an LR that drops the loss fastest in
-        its window can then stall or kill the network (whose loss sits back at chance level, finite and
-        flat, so no explosion shows it). A plateau does not trip this: there the forecast promises little.
-        At most 3 such roll-backs per stage.
+        A short remainder with ``decay_fraction=0`` keeps the last LR instead. The phase starts from a
+        snapshot, so that a divergence (unlikely: the LR only falls) is rolled back and the decay restarted
+        from half the LR.
         """
-        start, reached, promised = self._start_loss, record["loss_reached"], record["forecast"]
-        if start is None or reached is None or promised is None or len(record["discarded"]) >= 3:
-            return False
-        if self.config.total_steps is not None and self.steps_taken >= self.config.total_steps:
-            return False  # no budget left to redo the stage: its gain, however small, is kept
-        gain = start - promised
-        return gain >= 0.05 * abs(start) and start - reached < 0.25 * gain
+        record = self._new_record("decay" if self.config.decay_steps else "hold", "train")
+        start_lr = self.lr if self._previous_lr is None else self._previous_lr
+        record.update(tau=self.config.total_steps - self.steps_taken, lr=start_lr, keep_start_step=self.steps_taken)
+        if record["kind"] == "hold":
+            record["events"].append("no search: too few steps left in the budget")
+        self._record = record
+        self.phase = "decay"
+        self.lr = self._decay_lr()
+        return Decision(self.lr, "decay", snapshot=True)
 
+    def _decay_lr(self) -> float:
+        r = self._record
+        if r["kind"] == "hold":
+            return r["lr"]
+        # Linear to zero: the i-th of n steps runs at lr * (n - i) / (n + 1), never exactly 0.
+        return r["lr"] * (r["tau"] - r["kept_steps"]) / (r["tau"] + 1)
+
+    def _decay_step(self, loss: float) -> Decision:
+        r = self._record
+        r["kept_steps"] += 1
+        self.kept_steps += 1
+        self._keep_losses.append(loss)
+        if self._diverged(self._keep_losses):
+            failed = self.lr
+            self._discard_keep()
+            message = (f"autolrs stage {self._stage}: the decay from lr {r['lr']:.3g} diverged at lr {failed:.3g}; "
+                       f"restarting it from lr {r['lr'] / 2:.3g}")
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            r["events"].append(message)
+            r.update(lr=r["lr"] / 2, tau=self.config.total_steps - self.steps_taken, keep_start_step=self.steps_taken)
+            self._keep_losses = []
+            self.lr = self._decay_lr()
+            return Decision(self.lr, "decay", restore=True)
+        self._push_tail(loss)
+        if self.steps_taken >= self.config.total_steps:
+            n = max(1, min(len(self._keep_losses), self.config.explore_steps))
+            r["loss_reached"] = _finite_or_none(float(np.mean(self._keep_losses[-n:])))
+            self._close_stage()
+            self.phase = "done"
+            return Decision(self.lr, "done", done=True)
+        self.lr = self._decay_lr()
+        return Decision(self.lr, "decay")
+
+    # -- bookkeeping -------------------------------------------------------------------------------
     def _close_stage(self) -> None:
         if self._candidate is not None:  # interrupted mid-candidate
             self._candidate["losses"] = [_finite_or_none(x) for x in self._candidate["losses"]]
@@ -501,29 +611,13 @@ class StageController:
         final = self.finish()
         return Decision(final.lr, "done", restore=final.restore or decision.restore, done=True)
 
-    # -- divergence --------------------------------------------------------------------------------
     def _push_tail(self, loss: float) -> None:
         if math.isfinite(loss):
             self._tail.append(loss)
-            del self._tail[:-_TAIL]
-
-    def _threshold(self) -> float | None:
-        start = self._start_loss
-        if start is None or start == 0.0:
-            return None
-        return start + (self.config.divergence_factor - 1.0) * abs(start)
+            del self._tail[:-_TAIL_MAX]
 
     def _diverged(self, losses: list[float]) -> bool:
-        """NaN/inf at once; a finite explosion when 2 of the last 3 losses exceed the threshold.
-
-        One spike (a hard batch) does not end a candidate; a persistent explosion does.
-        """
-        if not math.isfinite(losses[-1]):
-            return True
-        threshold = self._threshold()
-        if threshold is None or len(losses) < 2:
-            return False
-        return sum(x > threshold for x in losses[-3:]) >= 2
+        return diverged(losses, divergence_threshold(self._start_loss, self.config.divergence_factor))
 
     # -- state -------------------------------------------------------------------------------------
     _STATE_FIELDS = ("steps_taken", "kept_steps", "phase", "lr", "history", "begun", "_max_lr", "_hi", "_stage",

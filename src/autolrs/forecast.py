@@ -33,7 +33,7 @@ from scipy.interpolate import UnivariateSpline
 from scipy.ndimage import median_filter
 from scipy.optimize import minimize_scalar
 
-__all__ = ["Forecast", "forecast_loss", "fit_exponential", "denoise"]
+__all__ = ["Forecast", "forecast_loss", "fit_exponential", "denoise", "noise_level"]
 
 # Decay over the observed span: above ~40 the curve is flat after the first few points anyway.
 _MAX_RATE = 40.0
@@ -47,6 +47,7 @@ class Forecast:
     ``value`` is the predicted loss at the horizon; the fitted curve is ``a * exp(b * (t - t0)) + c`` in the
     caller's units and steps (``b`` per step, ``t0`` the first observed step); ``method`` says which path
     produced it: ``"exponential"`` for a fit, or a fallback (``"empty"``, ``"mean"``, ``"flat"``).
+    ``observed_end`` is the fitted loss at the last observed step: where the series got to, measured.
     """
 
     value: float
@@ -55,6 +56,7 @@ class Forecast:
     c: float
     method: str
     t0: float = 0.0
+    observed_end: float | None = None
 
     def predict(self, t) -> np.ndarray | float:
         return self.a * np.exp(self.b * (np.asarray(t, dtype=float) - self.t0)) + self.c
@@ -71,6 +73,13 @@ def _robust_noise_variance(y: np.ndarray) -> float:
         return 0.0
     mad = np.median(np.abs(d - np.median(d)))
     return float((1.4826 * mad) ** 2 / 6.0)
+
+
+def noise_level(y) -> float:
+    """The standard deviation of the step-to-step noise of a loss series, robust to a trend and to spikes."""
+    y = np.asarray(y, dtype=float)
+    y = y[np.isfinite(y)]
+    return math.sqrt(_robust_noise_variance(y))
 
 
 def _spline(t: np.ndarray, y: np.ndarray) -> UnivariateSpline | None:
@@ -209,26 +218,30 @@ def forecast_loss(
 
     if y.size == 0:
         v = 0.0 if floor is None else floor
-        return Forecast(v, 0.0, 0.0, v, "empty")
+        return Forecast(v, 0.0, 0.0, v, "empty", observed_end=None)
     # Work relative to the largest magnitude: squares of 1e300 would overflow.
     magnitude = float(np.max(np.abs(y)))
     if magnitude == 0.0:
-        return Forecast(_clip(0.0), 0.0, 0.0, _clip(0.0), "flat")
+        return Forecast(_clip(0.0), 0.0, 0.0, _clip(0.0), "flat", observed_end=0.0)
     order = np.argsort(t, kind="stable")
     t, y = t[order], y[order] / magnitude
     f = None if floor is None else floor / magnitude
     if y.size < 4 or t[-1] <= t[0]:
-        v = _clip(float(np.mean(y[-3:])) * magnitude)
-        return Forecast(v, 0.0, 0.0, v, "mean")
+        end = float(np.mean(y[-3:])) * magnitude
+        v = _clip(end)
+        return Forecast(v, 0.0, 0.0, v, "mean", observed_end=end)
     if float(np.max(y) - np.min(y)) <= 1e-12:
         v = _clip(float(y[-1]) * magnitude)
-        return Forecast(v, 0.0, 0.0, v, "flat")
+        return Forecast(v, 0.0, 0.0, v, "flat", observed_end=float(y[-1]) * magnitude)
 
     t, smooth = denoise(t, y, kind)
     a, b, c = fit_exponential(t, smooth, floor=f, max_extrapolation=max_extrapolation)
     with np.errstate(over="ignore", invalid="ignore"):
         value = (a * math.exp(min(b * (float(horizon) - t[0]), 700.0)) + c) * magnitude
     if not math.isfinite(value):
-        value = float(smooth[-1]) * magnitude
-        return Forecast(_clip(value), 0.0, 0.0, _clip(value), "mean")
-    return Forecast(_clip(value), a * magnitude, b, c * magnitude, "exponential", float(t[0]))
+        end = float(smooth[-1]) * magnitude
+        return Forecast(_clip(end), 0.0, 0.0, _clip(end), "mean", observed_end=end)
+    # Where the series got to: the fitted curve at the last observed step (a fit to every point is a less
+    # noisy level than the last points themselves, or a spline's end).
+    end = (a * math.exp(b * (float(t[-1]) - t[0])) + c) * magnitude
+    return Forecast(_clip(value), a * magnitude, b, c * magnitude, "exponential", float(t[0]), observed_end=end)

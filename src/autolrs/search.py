@@ -34,6 +34,8 @@ class BayesianSearch:
         kappa: LCB exploration weight (``1e6`` reproduces the reference code's uncertainty sampling).
         seed: seeds the first random proposal and the GP optimiser restarts.
         first_lr: an optional first proposal (e.g. the previous stage's choice) instead of a random one.
+        initial: LRs to propose first, in order (after ``first_lr``), e.g. a log grid that covers the range
+            before the GP has anything to go on; the GP proposes the rest.
         grid_size: number of points on which the acquisition is minimised.
         min_distance: closest a proposal may come to an evaluated point, in unit (log-range) coordinates.
 
@@ -54,6 +56,7 @@ class BayesianSearch:
         kappa: float = 2.0,
         seed: int = 0,
         first_lr: float | None = None,
+        initial: tuple[float, ...] | list[float] = (),
         grid_size: int = 1024,
         min_distance: float = 0.02,
     ) -> None:
@@ -65,6 +68,7 @@ class BayesianSearch:
         self.kappa = float(kappa)
         self.seed = int(seed)
         self.first_lr = first_lr
+        self.initial = [float(lr) for lr in initial if self.min_lr <= lr <= self.max_lr]
         self.grid = np.linspace(0.0, 1.0, grid_size)
         self.min_distance = float(min_distance)
         self._x: list[float] = []
@@ -83,9 +87,11 @@ class BayesianSearch:
     # -- ask / tell --------------------------------------------------------------------------------
     def ask(self) -> float:
         """The next LR to evaluate: the LCB minimiser among points not yet evaluated."""
+        design = ([float(self.first_lr)] if self.first_lr is not None and self.min_lr <= self.first_lr <= self.max_lr
+                  else []) + self.initial
+        if len(self._x) < len(design):
+            return design[len(self._x)]
         if not self._x:
-            if self.first_lr is not None and self.min_lr <= self.first_lr <= self.max_lr:
-                return float(self.first_lr)
             return self.to_lr(np.random.default_rng(self.seed).uniform())
         free = self._free_grid()
         mu, sd = self.posterior(free)
@@ -131,13 +137,13 @@ class BayesianSearch:
         (log-space ``theta``), as plain data: :meth:`from_state_dict` rebuilds the same search."""
         theta = None if self._kernel is None else [float(v) for v in self._kernel.theta]
         return {"min_lr": self.min_lr, "max_lr": self.max_lr, "kappa": self.kappa, "seed": self.seed,
-                "first_lr": self.first_lr, "grid_size": int(self.grid.size), "min_distance": self.min_distance,
+                "first_lr": self.first_lr, "initial": list(self.initial), "grid_size": int(self.grid.size), "min_distance": self.min_distance,
                 "x": list(self._x), "y": list(self._y), "theta": theta}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "BayesianSearch":
         search = cls(state["min_lr"], state["max_lr"], kappa=state["kappa"], seed=state["seed"],
-                     first_lr=state["first_lr"], grid_size=state["grid_size"], min_distance=state["min_distance"])
+                     first_lr=state["first_lr"], initial=state.get("initial", ()), grid_size=state["grid_size"], min_distance=state["min_distance"])
         search._x, search._y = [float(v) for v in state["x"]], [float(v) for v in state["y"]]
         if state["theta"] is not None:
             search._kernel = cls._default_kernel().clone_with_theta(np.asarray(state["theta"], dtype=float))

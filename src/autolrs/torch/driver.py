@@ -12,6 +12,7 @@ that they do (:mod:`autolrs.torch.distributed`); every rank snapshots and restor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from typing import Callable
@@ -45,6 +46,29 @@ def _as_float(value, what: str) -> float:
     return float(value)
 
 
+def _make_config(config: AutoLRSConfig | None, options: dict, *, use_validation: bool) -> AutoLRSConfig:
+    """The run's configuration: ``config`` itself, or one built from keyword ``options``."""
+    if config is not None:
+        if not isinstance(config, AutoLRSConfig):
+            raise TypeError(f"config must be an AutoLRSConfig, but got {type(config).__name__}.")
+        if options:
+            raise TypeError(f"Give either config= or option keywords, not both (got config and {sorted(options)}).")
+        if config.use_validation != use_validation:
+            raise ValueError(
+                f"config.use_validation={config.use_validation} but val_fn is {'set' if use_validation else 'None'}:"
+                " pass val_fn exactly when the config uses validation."
+            )
+        return config
+    known = {f.name for f in dataclasses.fields(AutoLRSConfig)} - {"use_validation"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"AutoLRS got unknown options {unknown}; the options are AutoLRSConfig's: {sorted(known)}.")
+    if "min_lr" not in options or "max_lr" not in options:
+        raise TypeError("AutoLRS needs min_lr and max_lr (the LR search range), e.g. min_lr=1e-4, max_lr=1.0, "
+                        "or config=AutoLRSConfig(...).")
+    return AutoLRSConfig(**options, use_validation=use_validation)
+
+
 class AutoLRS:
     """Finds the LR schedule during training: a drop-in for a ``torch.optim.lr_scheduler``.
 
@@ -55,11 +79,9 @@ class AutoLRS:
         model: the ``torch.nn.Module`` being trained (snapshots copy its parameters and buffers).
         optimizer: its ``torch.optim.Optimizer``. With several param groups, the searched LR applies to
             the first group and the others keep their LR ratio to it at construction.
-        min_lr, max_lr: the search range for the first group's LR.
-        total_steps: optimizer-step budget, search included; stage sizes derive from it.
-        stage_steps, max_stage_steps, candidates, explore_steps, search_ratio, kappa, warmup_steps, warmup_lr, seed,
-        loss_floor, max_extrapolation, divergence_factor, val_points, min_explore_steps, choose, trust_region, warm_start: see
-            :class:`~autolrs.config.AutoLRSConfig`.
+        config: an :class:`~autolrs.config.AutoLRSConfig`; or give its options as keywords instead
+            (``min_lr``, ``max_lr``, ``total_steps``, ``preset``, ...: every option and its default is
+            documented there, and only there).
         val_fn: a callable returning the validation loss (a real number); when given, stages of
             ``max_stage_steps`` observe it instead of the training loss (as the paper). autolrs calls it
             in whatever mode the model is in: switch to ``eval()`` and back inside it if needed.
@@ -89,29 +111,11 @@ class AutoLRS:
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
+        config: AutoLRSConfig | None = None,
         *,
-        min_lr: float,
-        max_lr: float,
-        total_steps: int | None = None,
-        stage_steps: int | None = None,
-        max_stage_steps: int | None = None,
-        candidates: int = 10,
-        explore_steps: int | None = None,
-        search_ratio: float = 1.0,
-        kappa: float = 2.0,
         val_fn: Callable[[], float] | None = None,
-        warmup_steps: int = 0,
-        warmup_lr: float | None = None,
-        seed: int = 0,
         snapshot_device: str | torch.device = "cpu",
-        loss_floor: float | None = 0.0,
-        max_extrapolation: float = 3.0,
-        divergence_factor: float = 4.0,
-        val_points: int = 16,
-        min_explore_steps: int = 10,
-        choose: str = "posterior",
-        trust_region: float | None = 3.0,
-        warm_start: bool = True,
+        **options,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, but got {type(model).__name__}.")
@@ -130,15 +134,7 @@ class AutoLRS:
                 raise ValueError(
                     f"snapshot_device must be 'cpu', 'model' or a torch.device, but got {snapshot_device!r}."
                 ) from error
-        self.config = AutoLRSConfig(
-            min_lr=min_lr, max_lr=max_lr, total_steps=total_steps, stage_steps=stage_steps,
-            max_stage_steps=max_stage_steps, candidates=candidates, explore_steps=explore_steps,
-            search_ratio=search_ratio, kappa=kappa,
-            warmup_steps=warmup_steps, warmup_lr=warmup_lr, use_validation=val_fn is not None,
-            val_points=val_points, loss_floor=loss_floor, max_extrapolation=max_extrapolation,
-            divergence_factor=divergence_factor, min_explore_steps=min_explore_steps, choose=choose,
-            trust_region=trust_region, warm_start=warm_start, seed=seed,
-        )
+        self.config = _make_config(config, options, use_validation=val_fn is not None)
         self.model = model
         self.optimizer = optimizer
         self.val_fn = val_fn
