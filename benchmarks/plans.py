@@ -3,8 +3,9 @@
 Modes:
 - ``quick`` (``make bench-quick``, a few minutes): one seed, short budgets, the methods of ``default``.
 - ``default`` (``make bench``, at most 90 minutes on the 2-core machine): 3 seeds, full budgets; every
-  method on MNIST-1D and the NQM; on the Transformer only the cosine schedule is tuned (its grid sets the
-  target), because the whole grid would take ~2.6 hours there.
+  method and every ablation on MNIST-1D and the NQM; on the Transformer only the cosine schedule is tuned
+  (its grid sets the target), because the whole grid would take ~2.6 hours there, and three of the seven
+  ablations run.
 - ``full`` (``make bench BENCH_FULL=1``): every method on every task, 3 seeds, full budgets (~3.5 hours).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .methods import SCHEDULE_NAMES, Method, method
+from .methods import ABLATIONS, SCHEDULE_NAMES, Method, method
 from .methods.optimizers import SCHEDULE_FREE_DEFAULT_LR
 from .tasks import TASKS, spec
 from .tasks.base import TaskSpec
@@ -23,12 +24,16 @@ MODES = ("quick", "default", "full")
 SEEDS = (0, 1, 2)
 # Budget and curve spacing of the quick mode, per task.
 QUICK = {"mnist1d-cnn": (1000, 50), "shakespeare-char": (300, 25), "nqm": (1000, 50)}
-# autolrs, its kappa ablation and Prodigy are run once per seed: they have no LR to tune.
-SINGLE_RUN_METHODS = ("autolrs", "autolrs-kappa1e6", "prodigy")
+# autolrs, its ablations, the range test + one-cycle and Prodigy run once per seed: they have no LR to tune.
+SINGLE_RUN_METHODS = ("autolrs", *ABLATIONS, "range-test", "prodigy")
 TUNED = (*SCHEDULE_NAMES, "schedule-free")
 # The default mode's cut on the Transformer (~130 s per 2000-step run on one core): the cosine grid
 # (7 x 3 runs) and the single runs fit; the other schedules' grids (5 x 21 runs) do not.
 DEFAULT_TUNED = {"shakespeare-char": ("cosine",)}
+# Tasks without a validation split (the NQM's loss is exact): no validation-objective ablation.
+NO_VALIDATION = ("nqm",)
+# ... and of the ablations, those that change the most (~140 s per run): the paper, no decay, validation.
+DEFAULT_ABLATIONS = {"shakespeare-char": ("autolrs-paper", "autolrs-no-decay", "autolrs-val")}
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,15 @@ def plan(task_name: str, mode: str = "default", *, seeds=None, budget: int | Non
         task = task.scaled(budget=budget, eval_every=eval_every or max(1, budget // 20))
     seeds = tuple(seeds if seeds is not None else (SEEDS[:1] if mode == "quick" else SEEDS))
     tuned = TUNED if mode == "full" else DEFAULT_TUNED.get(task_name, TUNED)
-    single = [(method(m), None) for m in SINGLE_RUN_METHODS]
+    ablations = tuple(ABLATIONS) if mode == "full" else DEFAULT_ABLATIONS.get(task_name, tuple(ABLATIONS))
+    if task_name in NO_VALIDATION:  # a validation objective needs a validation split
+        ablations = tuple(m for m in ablations if m != "autolrs-val")
+    single = [(method(m), None) for m in SINGLE_RUN_METHODS if m not in ABLATIONS or m in ablations]
     cuts = []
+    skipped = [m for m in ABLATIONS if m not in ablations and not (m == "autolrs-val" and task_name in NO_VALIDATION)]
+    if skipped:
+        cuts.append(f"ablations not run on {task_name} in this mode: {', '.join(skipped)} ({len(skipped) * len(seeds)} "
+                    "runs; `make bench BENCH_FULL=1` runs them).")
     if "schedule-free" not in tuned:
         lr = SCHEDULE_FREE_DEFAULT_LR[task.optimizer]
         single.append((method("schedule-free"), lr))

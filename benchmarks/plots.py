@@ -9,8 +9,8 @@ __all__ = ["plot_curves", "plot_lrs", "plot_grids"]
 
 # One colour per method, stable across figures.
 COLOURS = {
-    "autolrs": "black", "autolrs-kappa1e6": "dimgray", "cosine": "tab:blue", "constant": "tab:gray",
-    "step": "tab:brown", "one-cycle": "tab:purple", "clr-triangular2": "tab:pink", "sgdr": "tab:olive",
+    "autolrs": "black", "autolrs-paper": "dimgray", "range-test": "tab:olive", "cosine": "tab:blue", "constant": "tab:gray",
+    "step": "tab:brown", "one-cycle": "tab:purple", "clr-triangular2": "tab:pink", "sgdr": "tab:cyan",
     "prodigy": "tab:green", "schedule-free": "tab:orange",
 }
 
@@ -45,6 +45,11 @@ def _log_metric(result: dict) -> bool:
     return result["task"]["name"] == "nqm"
 
 
+def _shown(label: str, e: dict) -> bool:
+    """Curves and grids show the baselines, autolrs and the paper's algorithm (the ablation is a table)."""
+    return e["family"] != "autolrs" or label in ("autolrs", "autolrs-paper")
+
+
 def plot_curves(result: dict, path: Path) -> Path:
     """Metric of the kept model (seed mean) against optimizer steps, search included, for every method.
 
@@ -54,6 +59,8 @@ def plot_curves(result: dict, path: Path) -> Path:
     task = result["task"]
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for label, e in result["methods"].items():
+        if not _shown(label, e):
+            continue
         colour = COLOURS.get(label.split("{")[0], None)
         xs, ys = _finite(e["curve"]["steps"], e["curve"]["metric"])
         lr = "" if e["lr"] is None else f" (lr {e['lr']:.3g})"
@@ -109,7 +116,7 @@ def plot_lrs(result: dict, path: Path) -> Path:
         trace = methods[label]["lr_trace"]
         labelled = set()
         for (step, lr, phase), (end, _, _) in zip(trace, trace[1:]):
-            kept = phase in ("keep", "warmup")
+            kept = phase in ("keep", "warmup", "decay")
             name = "autolrs kept stages" if kept else "autolrs candidates (search steps)"
             ax.plot([step, end], [lr, lr], color="black" if kept else "tab:orange", lw=2.2 if kept else 1.2,
                     label=None if name in labelled else name)
@@ -129,7 +136,7 @@ def plot_grids(result: dict, path: Path) -> Path:
         if e["tuned"]:
             xs, ys = _finite([row["lr"] for row in e["grid_results"]], [row["mean"] for row in e["grid_results"]])
             ax.plot(xs, ys, "o-", ms=3, color=COLOURS.get(label), label=label)
-        elif e["family"] == "autolrs" and math.isfinite(e["final_mean"]):
+        elif e["family"] == "autolrs" and _shown(label, e) and math.isfinite(e["final_mean"]):
             ax.axhline(e["final_mean"], color=COLOURS.get(label, "black"), lw=1.5,
                        ls="-" if label == "autolrs" else "--", label=f"{label} (no tuning)")
     ax.set_xscale("log")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["compare", "task_reading", "losses", "forecast_errors"]
+__all__ = ["compare", "task_reading", "losses", "forecast_errors", "verdict"]
 
 
 def _fmt(x: float | None, spec: str = ".4g") -> str:
@@ -35,11 +35,17 @@ def compare(result: dict, a: str, b: str) -> str:
     return "better" if (ma > mb) == higher else "worse"
 
 
+def verdict(result: dict, a: str, b: str) -> str:
+    """``compare`` in words: "clearly better", "clearly worse" or "within noise"."""
+    return {"better": "clearly better", "worse": "clearly worse", "level": "within noise"}[compare(result, a, b)]
+
+
 def losses(result: dict, label: str = "autolrs") -> list[str]:
-    """The methods that clearly beat ``label`` on the final metric."""
+    """The methods (baselines, not autolrs's own variants) that clearly beat ``label`` on the final metric."""
     if label not in result["methods"]:
         return []
-    return [k for k in result["methods"] if k != label and compare(result, k, label) == "better"]
+    return [k for k, e in result["methods"].items()
+            if e["family"] != "autolrs" and compare(result, k, label) == "better"]
 
 
 def forecast_errors(entry: dict) -> list[float]:
@@ -50,6 +56,8 @@ def forecast_errors(entry: dict) -> list[float]:
     errors = []
     for run in entry.get("autolrs") or []:
         for stage in run["stages"]:
+            if stage.get("kind", "search") != "search":
+                continue  # the decay phase has no forecast
             f, r = stage.get("forecast"), stage.get("loss_reached")
             if f is not None and r is not None and r != 0:
                 errors.append((r - f) / abs(r))
@@ -80,10 +88,10 @@ def task_reading(result: dict) -> list[str]:
         out.append("(One seed: no noise estimate, so \"clearly\" below means only \"by any margin\".)")
     if "cosine" in methods:
         c = methods["cosine"]
-        verdict = {"better": "clearly better than", "worse": "clearly worse than",
+        against = {"better": "clearly better than", "worse": "clearly worse than",
                    "level": "within the seeds' noise of"}[compare(result, "autolrs", "cosine")]
         out.append(f"Final {metric}: autolrs {_spread(result, a)}, "
-                   f"{verdict} the tuned cosine's {_spread(result, c)} "
+                   f"{against} the tuned cosine's {_spread(result, c)} "
                    f"(peak LR {_fmt(c['lr'], '.3g')}, chosen from {c['tuning_runs']} grid points).")
     if result["target"]:
         if a["steps_to_target"] is None:
@@ -95,6 +103,10 @@ def task_reading(result: dict) -> list[str]:
                        f"{_speed(a, 'speedup_vs_cosine')} over the tuned cosine counting every step, "
                        f"{_speed(a, 'kept_speedup_vs_cosine')} counting kept steps only.")
     best = result.get("best_baseline")
+    for peer in ("range-test", "prodigy", "schedule-free"):
+        if peer in methods:
+            out.append(f"Against {peer} ({_spread(result, methods[peer])}): autolrs is "
+                       f"{verdict(result, 'autolrs', peer)}.")
     if best:
         b = methods[best]
         ranked = sorted((e["final_mean"] for e in methods.values() if math.isfinite(e["final_mean"])),
@@ -133,11 +145,12 @@ def task_reading(result: dict) -> list[str]:
         out.append("; ".join(parts) + ".")
     ablation = result.get("ablation")
     if ablation:
-        verdict = compare(result, "autolrs-kappa1e6", "autolrs")
-        words = {"better": "clearly better than", "worse": "clearly worse than", "level": "within noise of"}
-        out.append(f"Ablation: kappa = 1e6 (the reference code's pure exploration) gives "
-                   f"{_fmt(ablation['final_means']['1e6'])}, {words[verdict]} kappa = 2 "
-                   f"({_fmt(ablation['final_means']['2.0'])}).")
+        worse = [k for k in ablation["rows"] if compare(result, k, "autolrs") == "worse"]
+        better = [k for k in ablation["rows"] if compare(result, k, "autolrs") == "better"]
+        parts = [f"Ablations ({len(ablation['rows'])} variants, each turning back one change of the default)"]
+        parts.append(f"clearly worse: {', '.join(worse)}" if worse else "none clearly worse")
+        parts.append(f"clearly better: {', '.join(better)}" if better else "none clearly better")
+        out.append("; ".join(parts) + ".")
     beaten_by = losses(result)
     if beaten_by:
         out.append(f"Where autolrs loses: {', '.join(beaten_by)} "

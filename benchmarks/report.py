@@ -112,10 +112,18 @@ def _autolrs_details(result: dict) -> list[str]:
     e = result["methods"].get("autolrs")
     if not e or not e.get("autolrs"):
         return []
-    lines = ["<details><summary>autolrs's stages (chosen LR x kept steps), per seed</summary>", ""]
+    lines = ["<details><summary>autolrs's stages (chosen LR x kept steps; the decay phase starts from the last "
+             "LR), per seed</summary>", ""]
     for run in e["autolrs"]:
-        stages = ", ".join(f"{_fmt(s['lr'], '.3g')} x {s['kept_steps']}" for s in run["stages"] if s["lr"])
+        stages = ", ".join(f"{_fmt(s['lr'], '.3g')} x {s['kept_steps']}" + (" decay" if s.get("kind") == "decay" else "")
+                           + ("" if not s.get("discarded") else f" ({s['discarded']} rolled back)")
+                           for s in run["stages"] if s["lr"])
         lines.append(f"- seed {run['seed']}: {stages}")
+    rt = result["methods"].get("range-test")
+    if rt:
+        picks = ", ".join(f"{p.get('lr', float('nan')):.3g}" for p in rt.get("range_test") or [])
+        if picks:
+            lines += ["", f"range-test's suggested peak LRs (lr_min / 10), per seed: {picks}"]
     warned = sorted({w for p in e["per_seed"] for w in p["warnings"]})
     if warned:
         lines += ["", f"{len(warned)} distinct autolrs warnings, e.g.: `{warned[0]}`"]
@@ -184,6 +192,51 @@ def _headline(results: list[dict]) -> list[str]:
     return lines
 
 
+def _ablation_table(results: list[dict]) -> list[str]:
+    """One row per ablation variant, one column per task: its final metric and the verdict against the default."""
+    from .methods import ABLATIONS
+
+    present = [r for r in results if r.get("ablation")]
+    if not present:
+        return []
+    head = ["variant (one change of the default turned back)", *[r["task"]["name"] for r in present]]
+    lines = ["## Ablations", "",
+             "Each variant turns back one change of autolrs's default (or runs the paper's algorithm), on the "
+             "same seeds; the verdict against the default (in bold: its figure) is *clear* when the difference "
+             "exceeds twice its standard error. Kept steps in brackets (the default's in the first row).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    row = ["**autolrs (default)**"]
+    for r in present:
+        a = r["methods"]["autolrs"]
+        row.append(f"**{_pm(a['final_mean'], a['final_std'], len(r['seeds']))}** ({a['kept_steps_mean']:.0f})")
+    lines.append("| " + " | ".join(row) + " |")
+    for label, (_, description) in ABLATIONS.items():
+        row = [f"{label}: {description}"]
+        for r in present:
+            e = r["methods"].get(label)
+            row.append("not run" if e is None else
+                       f"{_pm(e['final_mean'], e['final_std'], len(r['seeds']))} ({e['kept_steps_mean']:.0f}), "
+                       f"{reading.verdict(r, label, 'autolrs')}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
+
+
+def _forecast_table(results: list[dict]) -> list[str]:
+    """The median absolute relative error of autolrs's stage-end forecasts, per task."""
+    rows = []
+    for r in results:
+        a = r["methods"].get("autolrs")
+        errors = sorted(abs(e) for e in reading.forecast_errors(a)) if a else []
+        if errors:
+            rows.append(f"| {r['task']['name']} | {100 * errors[len(errors) // 2]:.0f}% | {100 * errors[-1]:.0f}% | "
+                        f"{len(errors)} |")
+    if not rows:
+        return []
+    return ["Forecast error of the default (each stage's forecast against the loss the kept stage then reached, "
+            "as |reached - forecast| / reached; target: median <= 20%):", "",
+            "| task | median | max | stages |", "|---|---|---|---|", *rows, ""]
+
+
 SETUP = f"""\
 ## Protocol
 
@@ -203,6 +256,10 @@ SETUP = f"""\
   Schedules: constant; step (x0.1 at 50% and 75%); cosine to zero; one-cycle (PyTorch's `OneCycleLR`
   shape: 30% cosine warm-up from peak/25, then down to peak/2.5e5); CLR `triangular2` (base peak/4, 4
   cycles); SGDR (periods 1, 2, 4, 8 units filling the budget). Only the LR is scheduled.
+- **The fast.ai recipe, one run** (`range-test`): an LR range test (100 steps, the LR raised exponentially
+  over the task's LR range, losses smoothed by a bias-corrected moving average with beta 0.98, stopped once
+  the smoothed loss exceeds 4x its minimum), then one-cycle from the initial weights (restored, as
+  fast.ai's `lr_find` does) for the rest of the budget, at peak `lr_min / 10`; the test's steps count.
 - **LR-free optimizers in their authors' settings**: Prodigy `lr=1.0` with cosine annealing over the run
   (one run); Schedule-Free SGD/AdamW with {SCHEDULE_FREE_WARMUP:.0%} warmup, evaluated at its averaged iterate (`optimizer.eval()`),
   its LR tuned on a grid where the budget allows (its authors say it needs tuning), else the package default.
@@ -212,7 +269,7 @@ SETUP = f"""\
   first evaluation at which its seed-mean curve is at least as good (autolrs: total steps, and the mean kept
   steps at that evaluation). Speedup = the reference's steps to target / the method's.
 - **Tuning cost**: optimizer steps a user spends to obtain the model: grid points x budget for a tuned
-  method, one budget for autolrs and Prodigy.
+  method, one budget for autolrs, the range test + one-cycle and Prodigy.
 - **autolrs overhead**: wall time inside autolrs (its constructor and `step`: controller, forecasts, GP
   fits, snapshots and restores, `val_fn` if any), measured with `perf_counter` in the same runs, divided by
   the run's wall time (training loop without the harness's curve evaluations).
@@ -256,7 +313,8 @@ def write_report(folder: Path, report: Path) -> Path:
         lines.append("**Warning: autolrs's source changed while this bench ran; its runs may mix versions.**")
     if len(run_ids) > 1:
         lines.append(f"**Warning: these tasks come from {len(run_ids)} different bench runs.**")
-    lines += ["", "## Headline", ""] + _headline(results) + ["", SETUP]
+    lines += ["", "## Headline", ""] + _headline(results) + [""] + _forecast_table(results) + \
+        _ablation_table(results) + [SETUP]
     for r in results:
         lines += _task_section(r, folder, report)
     lines += ["## Reproduce", "", "```bash",

@@ -14,7 +14,8 @@ Strict JSON: a non-finite number (a diverged run's loss, a missing figure) is ``
     target          {metric, value, source: {method, lr} | null} | null: the tuned cosine's mean final metric
     best_baseline   the non-autolrs method with the best mean final metric
     methods         {label: method entry}, below
-    ablation        {option: "kappa", runs: {"2.0": label, "1e6": label}, final_means: {...}} | null
+    ablation        {reference: "autolrs", rows: {label: {options, description, final_mean, final_std,
+                    kept_steps_mean}}} | null
     reference       {optimal: {lrs, lengths, expected_loss, pieces, method}} (nqm) | null
     wall_s          the task's wall time; runs: records used; run_seconds: their training + evaluation time;
                     runs_trained / runs_cached: how many this invocation trained / read from the cache
@@ -39,6 +40,7 @@ Method entry::
                     "warmup", last row "end"
     expected_loss_mean, ratio_to_optimal, expected_ratio_to_optimal   (nqm only)
     autolrs         [{seed, stages: [...], config}] (autolrs only): every stage's candidates and choice
+    range_test      [{seed, steps, lr, lr_min, lr_steep}] (range-test only): the range test's reading
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ METHOD_FIELDS = {
 }
 TASK_FIELDS = ("name", "title", "budget", "eval_every", "metric", "higher_is_better", "grid", "lr_range")
 SEED_FIELDS = ("seed", "final", "diverged", "steps_taken", "kept_steps", "wall_s", "overhead")
-FAMILIES = ("schedule", "schedule-free", "prodigy", "autolrs")
+FAMILIES = ("schedule", "schedule-free", "prodigy", "range-test", "autolrs")
 
 
 def _type_errors(where: str, data: dict, fields: dict) -> list[str]:

@@ -99,6 +99,8 @@ def _summarise(plan: Plan, m: Method, lr: float | None, runs: list[dict]) -> dic
         entry["expected_loss_mean"] = metrics.mean_std(expected)[0]
     if m.family == "autolrs":
         entry["autolrs"] = [dict(seed=r["seed"], **r["summary"]) for r in runs]
+    if m.family == "range-test":
+        entry["range_test"] = [dict(seed=r["seed"], **r["summary"]["range_test"]) for r in runs]
     return entry
 
 
@@ -196,8 +198,13 @@ def run_task(plan: Plan, cache: RunCache, workers: int | None = None, target: fl
 
 
 def _ablation(entries: dict) -> dict | None:
-    if "autolrs" not in entries or "autolrs-kappa1e6" not in entries:
+    """The ablation variants that ran, against the default (the verdicts are the report's)."""
+    from .methods import ABLATIONS
+
+    if "autolrs" not in entries:
         return None
-    return {"option": "kappa", "runs": {"2.0": "autolrs", "1e6": "autolrs-kappa1e6"},
-            "final_means": {"2.0": entries["autolrs"]["final_mean"],
-                            "1e6": entries["autolrs-kappa1e6"]["final_mean"]}}
+    rows = {label: {"options": ABLATIONS[label][0], "description": ABLATIONS[label][1],
+                    "final_mean": entries[label]["final_mean"], "final_std": entries[label]["final_std"],
+                    "kept_steps_mean": entries[label]["kept_steps_mean"]}
+            for label in ABLATIONS if label in entries}
+    return {"reference": "autolrs", "rows": rows} if rows else None

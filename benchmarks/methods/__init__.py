@@ -5,6 +5,8 @@ A :class:`Method` is plain data (label, family, options). Families:
 - ``schedule``: a hand-designed schedule of the peak LR (``benchmarks.methods.schedules``), tuned on a grid;
 - ``schedule-free``: Schedule-Free SGD/AdamW at a given LR (tuned on a grid where the budget allows);
 - ``prodigy``: Prodigy, ``lr=1`` with cosine annealing: one run, no tuning;
+- ``range-test``: the fast.ai recipe, one run: a 100-step LR range test over the task's LR range, then
+  one-cycle at the suggested LR (``lr_min / 10``) from the initial weights, the test's steps counted;
 - ``autolrs``: autolrs with the task's LR range and budget, plus ``options`` (keyword arguments of
   ``AutoLRS``; ``{"val_fn": true}`` hands it the task's validation split): one run, no tuning.
 """
@@ -16,12 +18,26 @@ from dataclasses import dataclass, field
 
 from ..tasks.base import Problem, TaskSpec
 from . import optimizers
-from .policies import AutoLRSPolicy, Policy, Scheduled, ScheduleFree
-from .schedules import SCHEDULES, cosine
+from .policies import AutoLRSPolicy, Policy, RangeTestOneCycle, Scheduled, ScheduleFree
+from .schedules import SCHEDULES, cosine, one_cycle
 
-__all__ = ["Method", "method", "autolrs_method", "build_policy", "SCHEDULE_NAMES"]
+__all__ = ["Method", "method", "autolrs_method", "build_policy", "SCHEDULE_NAMES", "ABLATIONS"]
 
 SCHEDULE_NAMES = tuple(SCHEDULES)
+
+# The ablation: the paper's algorithm, and each change of the default preset turned back one at a time
+# (label: options of AutoLRS, what the variant is). Every row is run against the default on the same seeds.
+ABLATIONS: dict[str, tuple[dict, str]] = {
+    "autolrs-paper": ({"preset": "paper"}, "the paper's algorithm: preset='paper' (search = kept steps, k = 10, "
+                      "kappa 1e6, argmin of forecasts, whole range, no decay)"),
+    "autolrs-no-decay": ({"decay_fraction": 0.0}, "no final decay phase (decay_fraction=0)"),
+    "autolrs-proportional": ({"search_ratio": 1.0}, "the paper's proportional windows: the search costs as many "
+                             "steps as the kept stages (search_ratio=1)"),
+    "autolrs-whole-range": ({"trust_region": None}, "every stage searches the whole range (trust_region=None)"),
+    "autolrs-tolerance": ({"tolerance": 0.1}, "the largest LR within 10% of the best (tolerance=0.1)"),
+    "autolrs-extrapolation3": ({"max_extrapolation": 3.0}, "the previous forecast bound (max_extrapolation=3)"),
+    "autolrs-val": ({"val_fn": True}, "the validation objective in stages of tau_max (val_fn)"),
+}
 
 
 @dataclass(frozen=True)
@@ -48,18 +64,18 @@ def autolrs_method(options: dict | None = None, label: str | None = None) -> Met
 
 
 def method(label: str) -> Method:
-    """A method by its label: a schedule name, ``prodigy``, ``schedule-free``, ``autolrs`` or
-    ``autolrs-kappa1e6`` (the reference code's pure-exploration kappa, the ablation)."""
+    """A method by its label: a schedule name, ``prodigy``, ``schedule-free``, ``range-test``, ``autolrs`` or an
+    ablation variant of autolrs (:data:`ABLATIONS`)."""
     if label in SCHEDULES:
         return Method(label, "schedule")
-    if label in ("prodigy", "schedule-free"):
+    if label in ("prodigy", "schedule-free", "range-test"):
         return Method(label, label)
     if label == "autolrs":
         return autolrs_method()
-    if label == "autolrs-kappa1e6":
-        return autolrs_method({"kappa": 1e6}, label)
+    if label in ABLATIONS:
+        return autolrs_method(ABLATIONS[label][0], label)
     raise ValueError(f"unknown method {label!r}; expected one of {', '.join(SCHEDULE_NAMES)}, prodigy, "
-                     "schedule-free, autolrs, autolrs-kappa1e6")
+                     f"schedule-free, range-test, autolrs, {', '.join(ABLATIONS)}")
 
 
 def build_policy(m: Method, task: TaskSpec, problem: Problem, lr: float | None, seed: int) -> Policy:
@@ -71,6 +87,10 @@ def build_policy(m: Method, task: TaskSpec, problem: Problem, lr: float | None, 
         return Scheduled(optimizers.prodigy(task, groups), task.budget, 1.0, cosine)
     if m.family == "schedule-free":
         return ScheduleFree(optimizers.schedule_free(task, groups, lr), task.budget)
+    if m.family == "range-test":
+        # the one-cycle runs in the task's base optimizer; its LR is set step by step
+        return RangeTestOneCycle(optimizers.base_optimizer(task, groups, task.lr_range[0]), task.budget,
+                                 problem.model, task.lr_range, one_cycle)
     if m.family == "autolrs":
         options = dict(m.options)
         if options.pop("val_fn", False):

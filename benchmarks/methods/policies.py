@@ -8,12 +8,15 @@ kept one: for autolrs, the stage snapshot during a search).
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
-__all__ = ["Policy", "Scheduled", "ScheduleFree", "AutoLRSPolicy"]
+__all__ = ["Policy", "Scheduled", "ScheduleFree", "AutoLRSPolicy", "RangeTestOneCycle", "range_test_suggestion"]
 
 
 class Policy:
@@ -130,10 +133,97 @@ class AutoLRSPolicy(Policy):
         stages = []
         for r in self.sched.history:
             stages.append({
-                "stage": r["stage"], "start_step": r["start_step"], "tau": r["tau"],
+                "stage": r["stage"], "kind": r.get("kind", "search"), "start_step": r["start_step"], "tau": r["tau"],
                 "explore_steps": r["explore_steps"], "objective": r["objective"], "lr": r["lr"],
-                "forecast": r["forecast"], "loss_reached": r["loss_reached"], "kept_steps": r["kept_steps"],
+                "forecast": r["forecast"], "trial_loss": r.get("trial_loss"), "start_loss": r.get("start_loss"),
+                "loss_reached": r["loss_reached"], "kept_steps": r["kept_steps"],
                 "candidates": [[c["lr"], c["forecast"], c["diverged"]] for c in r["candidates"]],
                 "discarded": len(r["discarded"]), "events": list(r["events"]),
             })
         return {"stages": stages, "config": self.sched.config.to_dict()}
+
+
+def range_test_suggestion(lrs: list[float], losses: list[float], beta: float = 0.98) -> dict:
+    """The LR range test's reading (Smith 2017; fast.ai's ``lr_find``): ``lr_min / 10`` and ``lr_steep``.
+
+    The losses are smoothed by a bias-corrected exponential moving average (``beta`` = 0.98, fast.ai's);
+    ``lr_min`` is the LR of the lowest smoothed loss and ``lr_steep`` the LR where the smoothed loss falls
+    fastest against log LR. The suggestion is fast.ai's ``lr_min / 10`` ("an order of magnitude before the
+    minimum"), the most common reading; ``lr_steep`` is reported beside it.
+    """
+    smooth, average = [], 0.0
+    for i, loss in enumerate(losses, start=1):
+        average = beta * average + (1 - beta) * loss
+        smooth.append(average / (1 - beta**i))
+    smooth = np.asarray(smooth)
+    finite = np.isfinite(smooth)
+    if not finite.any():
+        return {"lr": lrs[0], "lr_min": lrs[0], "lr_steep": lrs[0]}
+    lr_min = float(lrs[int(np.nanargmin(np.where(finite, smooth, np.nan)))])
+    upto = int(np.argmax(~finite)) if not finite.all() else len(smooth)
+    if upto >= 3:
+        slope = np.gradient(smooth[:upto], np.log(np.asarray(lrs[:upto])))
+        lr_steep = float(lrs[int(np.argmin(slope))])
+    else:
+        lr_steep = lr_min
+    return {"lr": lr_min / 10.0, "lr_min": lr_min, "lr_steep": lr_steep}
+
+
+class RangeTestOneCycle(Policy):
+    """The fast.ai recipe in one run: an LR range test, then one-cycle from the initial weights.
+
+    The range test raises the LR exponentially from ``lr_range[0]`` to ``lr_range[1]`` over ``sweep`` steps
+    (stopping early once the smoothed loss exceeds 4x its minimum, as fast.ai), then the model and optimizer
+    are put back to their initial state (fast.ai's ``lr_find`` does the same) and one-cycle runs for the
+    rest of the budget with the suggested peak LR. The sweep's steps count in the budget.
+    """
+
+    def __init__(self, optimizer, budget: int, model: torch.nn.Module, lr_range: tuple[float, float],
+                 multiplier: Callable[[int, int], float], sweep: int = 100) -> None:
+        super().__init__(optimizer, budget)
+        self.model, self.lr_range, self.multiplier = model, lr_range, multiplier
+        self.sweep = min(sweep, budget // 4)
+        self._initial = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+        self._lrs: list[float] = []
+        self._losses: list[float] = []
+        self._start: int | None = None  # first step of the one-cycle phase
+        self.suggestion: dict | None = None
+
+    @property
+    def phase(self) -> str:
+        return "explore" if self._start is None else "keep"
+
+    @property
+    def kept_steps(self) -> int:
+        return 0 if self._start is None else self.steps_taken - self._start
+
+    def _sweep_lr(self, i: int) -> float:
+        lo, hi = self.lr_range
+        return lo * (hi / lo) ** (i / max(1, self.sweep - 1))
+
+    def before_step(self) -> None:
+        if self._start is None:
+            self._set_lr(self._sweep_lr(self.steps_taken))
+        else:
+            t, n = self.steps_taken - self._start, self.budget - self._start
+            self._set_lr(self.suggestion["lr"] * self.multiplier(t, n))
+
+    def after_step(self, loss: float) -> None:
+        super().after_step(loss)
+        if self._start is not None:
+            return
+        self._lrs.append(float(self.optimizer.param_groups[0]["lr"]))
+        self._losses.append(loss if math.isfinite(loss) else math.inf)
+        smooth_min = min(self._losses)
+        diverged = not math.isfinite(loss) or (len(self._losses) > 10 and loss > 4 * smooth_min)
+        if len(self._losses) >= self.sweep or diverged:
+            self.suggestion = range_test_suggestion(self._lrs, self._losses)
+            self.model.load_state_dict(self._initial[0])
+            self.optimizer.load_state_dict(self._initial[1])
+            self._start = self.steps_taken
+
+    def kept_state(self) -> dict | None:
+        return self._initial[0] if self._start is None else None
+
+    def summary(self) -> dict:
+        return {"range_test": {"steps": len(self._lrs), **(self.suggestion or {})}}

@@ -19,6 +19,17 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _event_label(event: str) -> str:
+    """A short label for a stage event (the full message is in the history and the warning)."""
+    if "giving back" in event:
+        return "rolled back (lost progress)"
+    if "diverged" in event:
+        return "rolled back (diverged)" if "kept" in event or "decay" in event else "all diverged"
+    if event.startswith("no search"):
+        return "no search"
+    return "stopped" if event.startswith("run finished") else event.split(":")[0]
+
+
 def stage_table(history: Sequence[dict]) -> str:
     """A fixed-width table: one row per stage (tau, candidates tried, chosen LR, forecast vs loss reached)."""
     header = ("stage", "start", "tau", "tau'", "tried", "div.", "objective", "chosen lr", "forecast", "reached",
@@ -27,12 +38,10 @@ def stage_table(history: Sequence[dict]) -> str:
     for r in history:
         tried = len(r["candidates"])
         diverged = sum(1 for c in r["candidates"] if c["diverged"])
-        note = "; ".join(
-            ("retried" if "retrying" in e else "no search" if e.startswith("no search") else "stopped")
-            for e in r["events"]
-        )
+        note = "; ".join(_event_label(e) for e in r["events"])
+        objective = r["objective"] if r.get("kind", "search") == "search" else r["kind"]
         rows.append((str(r["stage"]), str(r["start_step"]), str(r["tau"]), str(r["explore_steps"]), str(tried),
-                     str(diverged), r["objective"], _fmt(r["lr"], ".3g"), _fmt(r["forecast"]),
+                     str(diverged), objective, _fmt(r["lr"], ".3g"), _fmt(r["forecast"]),
                      _fmt(r["loss_reached"]), note))
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
@@ -102,15 +111,19 @@ def plot_run(path: str | Path, history: Sequence[dict], trace: Sequence[Sequence
                        lw=2.5, alpha=0.7, label="kept stage, rolled back" if not any_discarded else None)
             any_discarded = True
         if r["lr"] is not None and r["keep_start_step"] is not None:
-            end = r["keep_start_step"] + r["kept_steps"]
-            ax_lr.plot([r["keep_start_step"], end], [r["lr"], r["lr"]], color="tab:blue", lw=2.5,
-                       label="kept stage" if r["stage"] == 0 else None)
+            start, end = r["keep_start_step"], r["keep_start_step"] + r["kept_steps"]
+            if r.get("kind") == "decay":  # linearly to zero over the phase
+                ax_lr.plot([start, end], [r["lr"], r["lr"] / (r["tau"] + 1)], color="tab:purple", lw=2.5,
+                           label="decay phase")
+            else:
+                ax_lr.plot([start, end], [r["lr"], r["lr"]], color="tab:blue", lw=2.5,
+                           label="kept stage" if r["stage"] == 0 else None)
     if trace:
         steps = [row[0] for row in trace]
         warm = [(row[0], row[2]) for row in trace if row[1] == "warmup"]
         if warm:
             ax_lr.plot(*zip(*warm), color="tab:green", lw=2, label="warmup")
-        kept = [(row[0], row[3]) for row in trace if row[1] in ("keep", "warmup") and math.isfinite(row[3])]
+        kept = [(row[0], row[3]) for row in trace if row[1] in ("keep", "warmup", "decay") and math.isfinite(row[3])]
         explore = [(row[0], row[3]) for row in trace if row[1] == "explore" and math.isfinite(row[3])]
         if explore:
             ax_loss.plot(*zip(*explore), ".", color="tab:orange", ms=1.5, alpha=0.4, label="candidates")

@@ -244,12 +244,12 @@ class AutoLRS:
 
     @property
     def kept_steps(self) -> int:
-        """Steps on the kept trajectory (warmup and kept stages), search excluded."""
+        """Steps on the kept trajectory (warmup, kept stages and decay phase), search excluded."""
         return self.controller.kept_steps
 
     @property
     def phase(self) -> str:
-        """``"warmup"``, ``"explore"``, ``"keep"`` or ``"done"``: what the next step is."""
+        """``"warmup"``, ``"explore"``, ``"keep"``, ``"decay"`` or ``"done"``: what the next step is."""
         return self.controller.phase
 
     @property
