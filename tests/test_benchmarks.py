@@ -10,6 +10,8 @@ cache. Prodigy and Schedule-Free come with the ``bench`` extra; without them onl
 import importlib.util
 import json
 import math
+
+import numpy as np
 import sys
 from pathlib import Path
 
@@ -121,3 +123,17 @@ def test_schedules_match_pytorchs_schedulers():
             assert optimizer.param_groups[0]["lr"] == pytest.approx(schedule(t, budget), abs=1e-12), (schedule, t)
             optimizer.step()
             scheduler.step()
+
+
+def test_range_test_reads_a_tenth_of_the_minimum_and_the_steepest_descent():
+    from benchmarks.methods.policies import range_test_suggestion
+
+    lrs = list(np.geomspace(1e-4, 1.0, 100))
+    # a loss that falls fastest around lr 1e-2, is lowest near 1e-1 and then blows up
+    losses = [2.0 - math.tanh(3 * (math.log10(lr) + 2)) + (50 * (lr - 0.1) if lr > 0.1 else 0.0) for lr in lrs]
+    reading = range_test_suggestion(lrs, losses, beta=0.0)  # no smoothing: exact positions
+    assert reading["lr_min"] == pytest.approx(0.1, rel=0.15)
+    assert reading["lr"] == pytest.approx(reading["lr_min"] / 10)
+    assert reading["lr_steep"] == pytest.approx(1e-2, rel=0.15)
+    smoothed = range_test_suggestion(lrs, losses)  # fast.ai's smoothing delays the minimum a little
+    assert reading["lr_min"] <= smoothed["lr_min"] <= 0.3

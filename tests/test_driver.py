@@ -197,3 +197,21 @@ def test_kept_state_dict_is_the_snapshot_during_search_and_the_model_otherwise()
         for name, value in model.state_dict().items():
             assert torch.equal(kept[name], reference[name])
     assert {"warmup", "explore", "keep"} <= seen
+
+
+def test_config_object_or_keywords_but_not_both_and_unknown_options_are_named():
+    from autolrs import AutoLRSConfig
+
+    model, optimizer, batch = regression_problem()
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=0.5, total_steps=400, preset="paper")
+    sched = AutoLRS(model, optimizer, cfg)
+    assert sched.config is cfg
+    assert AutoLRS(model, optimizer, min_lr=1e-3, max_lr=0.5, total_steps=400, preset="paper").config == cfg
+    with pytest.raises(TypeError, match="either config= or option keywords"):
+        AutoLRS(model, optimizer, cfg, kappa=3.0)
+    with pytest.raises(TypeError, match=r"unknown options \['tau'\]"):
+        AutoLRS(model, optimizer, min_lr=1e-3, max_lr=0.5, tau=100)
+    with pytest.raises(TypeError, match="needs min_lr and max_lr"):
+        AutoLRS(model, optimizer, total_steps=400)
+    with pytest.raises(ValueError, match="use_validation"):
+        AutoLRS(model, optimizer, AutoLRSConfig(min_lr=1e-3, max_lr=0.5, use_validation=True))

@@ -1,0 +1,213 @@
+"""The default preset's decision: stage plan, opening grid, objective, choice rule, failure tests, decay phase.
+
+The stage mechanics (restores, snapshots, retries, resume) are tested on the paper's windows in
+test_controller.py; here, what the default does differently, with exact numbers.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from autolrs import AutoLRSConfig, StageController
+from autolrs import stages
+from autolrs.choice import choose, objective
+from autolrs.config import PRESETS
+from autolrs.safety import diverged, divergence_threshold, lost_progress
+
+
+def run(cfg, loss_fn, max_steps=100_000):
+    """Drive a controller with ``loss_fn(steps_since_snapshot_state, lr)``; returns it and its decisions."""
+    ctrl = StageController(cfg)
+    decisions, state, saved = [ctrl.begin()], 0, None
+    while not decisions[-1].done and ctrl.steps_taken < max_steps:
+        d = decisions[-1]
+        if d.restore:
+            state = saved
+        if d.snapshot:
+            saved = state
+        loss = loss_fn(state, d.lr)
+        state += 1
+        decisions.append(ctrl.step(loss))
+    return ctrl, decisions
+
+
+def bowl(state, lr):
+    """Best LR 0.1; every step lowers the loss a little."""
+    return 0.5 + 0.3 * abs(math.log10(lr) + 1.0) + 2.0 * math.exp(-0.01 * state)
+
+
+@pytest.fixture(scope="module")
+def default_run():
+    """One 4000-step run of the default preset on the bowl (shared: GP fits make a run take seconds)."""
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, seed=0)
+    return (cfg, *run(cfg, bowl))
+
+
+@pytest.fixture(scope="module")
+def paper_run():
+    return run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, seed=0, preset="paper"), bowl)[0]
+
+
+# -- configuration and presets --------------------------------------------------------------------------
+def test_presets_fill_only_the_options_left_unset():
+    default = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000)
+    paper = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, preset="paper")
+    for name, value in PRESETS["default"].items():
+        assert getattr(default, name) == value
+    for name, value in PRESETS["paper"].items():
+        assert getattr(paper, name) == value
+    mixed = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, preset="paper", decay_fraction=0.2)
+    assert mixed.decay_fraction == 0.2 and mixed.kappa == 1e6
+    assert AutoLRSConfig.from_dict(mixed.to_dict()) == mixed  # a resolved config is plain data
+    with pytest.raises(ValueError, match="preset must be one of"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="fast")
+
+
+def test_derived_sizes_for_a_4000_step_budget():
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000)
+    # 30% decay leaves S = 2800: tau_max = S / 4, tau = tau_max / 4, tau' = tau / 10
+    assert (cfg.decay_steps, cfg.stage_steps, cfg.max_stage_steps, cfg.explore_steps) == (1200, 175, 700, 18)
+    paper = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, preset="paper")
+    # search = kept steps: K = 4000 / 2, tau_max = K / 5, tau = tau_max / 4, tau' = tau / k
+    assert (paper.decay_steps, paper.stage_steps, paper.max_stage_steps, paper.explore_steps) == (0, 100, 400, 10)
+
+
+# -- stage plan -------------------------------------------------------------------------------------------
+def test_plan_keeps_fixed_windows_and_absorbs_a_small_remainder():
+    assert stages.plan_stage(None, 400, 20, 5, 10) == (400, 20)
+    assert stages.plan_stage(1000, 400, 20, 5, 10) == (400, 20)  # room for more after it
+    # 400 + 100 leaves 250 < 100 + 200: kept by this stage rather than searched again
+    assert stages.plan_stage(750, 400, 20, 5, 10) == (650, 20)
+    assert stages.plan_stage(300, 400, 20, 5, 10) == (200, 20)  # the last stage shrinks to fit
+    assert stages.plan_stage(50, 400, 20, 5, 10) is None  # not even a search fits
+    assert stages.explore_length(800, 20, 200, None, 10) == 20  # fixed windows
+    assert stages.explore_length(800, 20, 200, 1.0, 10) == 80  # proportional (the paper)
+
+
+def test_opening_grid_covers_the_range_two_per_decade():
+    grid = stages.opening_grid(1e-3, 1.0)
+    assert grid[0] == pytest.approx(1e-3) and grid[-1] == pytest.approx(1.0) and len(grid) == 7
+    assert np.allclose(np.diff(np.log10(grid)), 0.5)
+    assert len(stages.opening_grid(0.1, 0.2)) == 3
+
+
+def test_first_stage_opens_with_the_grid_then_two_gp_proposals_and_later_stages_warm_start(default_run):
+    cfg, ctrl, _ = default_run
+    first, second = ctrl.history[0], ctrl.history[1]
+    lrs = [c["lr"] for c in first["candidates"]]
+    assert lrs[:7] == pytest.approx(stages.opening_grid(1e-3, 1.0)) and len(lrs) == 9
+    assert all(c["steps"] == cfg.explore_steps for c in first["candidates"])
+    assert second["candidates"][0]["lr"] == first["lr"]  # warm start
+    assert len(second["candidates"]) == 5
+    assert all(first["lr"] / 3 * 0.999 <= c["lr"] <= first["lr"] * 3 * 1.001 for c in second["candidates"])
+    # fixed windows: every stage's candidates try the same tau'
+    assert {r["explore_steps"] for r in ctrl.history if r["kind"] == "search"} == {cfg.explore_steps}
+
+
+def test_search_share_of_a_4000_step_run_and_the_budget_spent_exactly(default_run, paper_run):
+    cfg, ctrl, decisions = default_run
+    search = sum(c["steps"] for r in ctrl.history for c in r["candidates"])
+    assert ctrl.steps_taken == 4000 and search + ctrl.kept_steps == 4000
+    assert search / 4000 == pytest.approx(0.14, abs=0.02)  # the paper's ratio spends 50%
+    paper = paper_run
+    paper_search = sum(c["steps"] for r in paper.history for c in r["candidates"])
+    assert 0.45 < paper_search / 4000 < 0.55
+
+
+def test_decay_phase_falls_linearly_to_zero_from_the_last_stage_lr(default_run, paper_run):
+    cfg, ctrl, decisions = default_run
+    decay = ctrl.history[-1]
+    assert decay["kind"] == "decay" and decay["start_step"] == 4000 - cfg.decay_steps == 2800
+    assert decay["lr"] == ctrl.history[-2]["lr"]
+    lrs = [d.lr for d in decisions[2800:4000]]
+    assert all(d.phase == "decay" for d in decisions[2800:4000])
+    n = cfg.decay_steps
+    assert lrs == pytest.approx([decay["lr"] * (n - i) / (n + 1) for i in range(n)])
+    assert decisions[2800].snapshot  # a divergence in the decay can be rolled back
+    assert all(r["kind"] == "search" for r in paper_run.history)  # no decay phase: ends on a kept stage
+
+
+def test_decay_that_diverges_restarts_from_half_the_lr_on_the_decay_snapshot():
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0)
+    ctrl = StageController(cfg)
+    d, state, saved, blown = ctrl.begin(), 0, None, False
+    with pytest.warns(RuntimeWarning, match="decay from lr .* diverged"):
+        while not d.done:
+            if d.restore:
+                state = saved
+            if d.snapshot:
+                saved = state
+            loss = float("nan") if d.phase == "decay" and ctrl.kept_steps > 0 and not blown and \
+                ctrl.steps_taken == 900 else bowl(state, d.lr)
+            blown |= math.isnan(loss)
+            state += 1
+            d = ctrl.step(loss)
+    decay = ctrl.history[-1]
+    assert ctrl.steps_taken == 1000 and decay["discarded"] and decay["lr"] == ctrl.history[-2]["lr"] / 2
+
+
+# -- objective and choice ---------------------------------------------------------------------------------
+def test_objective_is_log_height_above_the_floor_and_compresses_failures():
+    assert objective(1.0, 2.0, 0.0) == pytest.approx(0.0)
+    assert objective(0.1, 2.0, 0.0) == pytest.approx(math.log(0.1))
+    assert objective(1.5, 2.0, 1.0) == pytest.approx(math.log(0.5))
+    worse, much_worse = objective(3.0, 2.0, 0.0), objective(30.0, 2.0, 0.0)
+    assert math.log(2.0) < worse < much_worse < math.log(2.0) + 0.1 * math.log(15) + 1e-9  # ordered, compressed
+    assert objective(-3.0, None, None) == -3.0  # no floor: the forecast itself
+    assert math.isfinite(objective(0.0, 1.0, 0.0))
+
+
+def test_choose_takes_the_best_or_the_largest_lr_within_tolerance():
+    lrs, scores = [0.01, 0.03, 0.1, 0.3], [1.0, 0.5, 0.52, 0.9]
+    assert choose(lrs, scores, 0.0, log_scale=False) == 1
+    assert choose(lrs, scores, 0.05, log_scale=False) == 2  # 0.52 is within 5% of 0.5
+    logs = [math.log(s) for s in scores]
+    assert choose(lrs, logs, 0.05, log_scale=True) == 2 and choose(lrs, logs, 0.03, log_scale=True) == 1
+    assert choose(lrs, [math.nan] * 4, 0.0, log_scale=True) == 0  # nothing to go by: the smallest LR
+
+
+def test_the_default_stage_choice_follows_the_gp_posterior_to_the_best_lr(default_run):
+    cfg, ctrl, _ = default_run
+    for r in ctrl.history:
+        if r["kind"] == "search":
+            assert abs(math.log10(r["lr"]) + 1.0) < 0.3  # near the bowl's 0.1
+
+
+# -- failure tests ----------------------------------------------------------------------------------------
+def test_divergence_is_a_windowed_median_not_one_spike():
+    threshold = divergence_threshold(1.0, 4.0)
+    assert threshold == 4.0
+    assert diverged([1.0, float("nan")], threshold)
+    assert not diverged([1.0, 100.0, 1.0, 1.0, 1.0], threshold)  # one spike
+    assert not diverged([1.0, 1.0, 100.0, 1.0, 100.0], threshold)  # two of five
+    assert diverged([1.0, 100.0, 1.0, 100.0, 100.0], threshold)  # three of five
+    assert divergence_threshold(None, 4.0) is None and not diverged([5.0, 6.0, 7.0], None)
+
+
+def test_lost_progress_needs_a_clear_trial_gain_and_judges_later_stages_on_their_end_only():
+    # a dead network: the trial got from 2.3 to 1.9, the kept stage is back at 2.3
+    assert lost_progress(2.3, 1.9, [2.31] * 20, first_stage=True, at_end=False)
+    assert lost_progress(2.3, 1.9, [2.31] * 20, first_stage=False, at_end=True)
+    assert not lost_progress(2.3, 1.9, [2.31] * 20, first_stage=False, at_end=False)  # later: end only
+    assert not lost_progress(2.3, 1.9, [2.0] * 20, first_stage=True, at_end=True)  # kept most of the gain
+    assert lost_progress(2.3, 1.9, [2.25] * 20, first_stage=True, at_end=True)  # gave back 7/8 of it
+    assert not lost_progress(2.3, 2.2, [2.4] * 20, first_stage=True, at_end=True)  # no clear trial gain
+    assert not lost_progress(2.3, 1.9, [], first_stage=True, at_end=True)
+
+
+def test_a_first_stage_whose_network_dies_is_rolled_back_early_and_redone_lower():
+    """LR >= 0.5 drops the loss fast in a short window, then kills the network (loss back at 2.3)."""
+    def loss_fn(state, lr):
+        if lr >= 0.5:  # the best of any window (10 steps), dead from step 20
+            return 2.3 - 0.05 * state if state < 20 else 2.3
+        return 2.3 - 1.3 * (1 - math.exp(-0.01 * state)) * (1 - 0.3 * abs(math.log10(lr) + 1))
+
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=2000, seed=0)
+    with pytest.warns(RuntimeWarning, match="giving back the progress"):
+        ctrl, _ = run(cfg, loss_fn)
+    first = ctrl.history[0]
+    [failed] = first["discarded"]
+    assert failed["lr"] >= 0.5 and failed["steps"] == 4 * cfg.explore_steps  # stopped after 4 windows
+    assert first["lr"] < 0.5 and first["loss_reached"] < 2.0
+    assert all(r["lr"] < 0.5 for r in ctrl.history)
