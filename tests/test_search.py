@@ -85,3 +85,16 @@ def test_divergence_is_worst_and_steers_away():
 def test_tell_rejects_lr_outside_range():
     with pytest.raises(ValueError, match="outside the search range"):
         BayesianSearch(1e-3, 1.0).tell(2.0, 1.0)
+
+
+def test_initial_design_is_proposed_first_in_order_after_the_first_lr():
+    search = BayesianSearch(1e-3, 1.0, seed=0, first_lr=0.05, initial=[1e-3, 0.03, 1.0, 5.0])
+    asked = []
+    for _ in range(5):
+        lr = search.ask()
+        asked.append(lr)
+        search.tell(lr, (math.log10(lr) + 1.5) ** 2)
+    assert asked[:4] == [0.05, 1e-3, 0.03, 1.0]  # 5.0 lies outside the range: dropped
+    assert 1e-3 < asked[4] < 1.0 and asked[4] not in asked[:4]  # then the GP proposes
+    state = search.state_dict()
+    assert BayesianSearch.from_state_dict(state).initial == [1e-3, 0.03, 1.0]

@@ -33,7 +33,7 @@ from scipy.interpolate import UnivariateSpline
 from scipy.ndimage import median_filter
 from scipy.optimize import minimize_scalar
 
-__all__ = ["Forecast", "forecast_loss", "fit_exponential", "denoise", "noise_level"]
+__all__ = ["Forecast", "forecast_loss", "fit_exponential", "denoise"]
 
 # Decay over the observed span: above ~40 the curve is flat after the first few points anyway.
 _MAX_RATE = 40.0
@@ -73,13 +73,6 @@ def _robust_noise_variance(y: np.ndarray) -> float:
         return 0.0
     mad = np.median(np.abs(d - np.median(d)))
     return float((1.4826 * mad) ** 2 / 6.0)
-
-
-def noise_level(y) -> float:
-    """The standard deviation of the step-to-step noise of a loss series, robust to a trend and to spikes."""
-    y = np.asarray(y, dtype=float)
-    y = y[np.isfinite(y)]
-    return math.sqrt(_robust_noise_variance(y))
 
 
 def _spline(t: np.ndarray, y: np.ndarray) -> UnivariateSpline | None:
