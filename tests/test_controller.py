@@ -169,7 +169,8 @@ def test_finish_mid_search_restores_the_snapshot():
         fake.state += 1
         fake.apply(ctrl.step(loss))
     assert ctrl.phase == "explore"
-    d = ctrl.finish()
+    with pytest.warns(UserWarning, match="made no progress, so the model is restored to the stage snapshot, at step 2"):
+        d = ctrl.finish()
     assert d.restore and d.done
     fake.apply(d)
     assert fake.state == 2.0

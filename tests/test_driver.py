@@ -113,17 +113,41 @@ def test_steps_kept_steps_and_history():
         sched.step(1.0)
 
 
-def test_finalize_mid_search_leaves_the_model_on_the_stage_snapshot():
+def test_finalize_mid_search_keeps_a_branch_that_made_progress_and_says_so():
     model, optimizer, batch = regression_problem()
     sched = AutoLRS(model, optimizer, **OPTIONS)
     while not (sched.phase == "explore" and sched.controller._candidate["steps"] == 4 and sched.history):
         sched.step(train_step(model, optimizer, batch))
-    s0 = {k: v.clone() for k, v in sched.snapshot.state_dict()["model"].items()}
-    sched.finalize()
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, s0[name])
+    candidate = sched.controller._candidate
+    # this branch made progress: the median of its last losses is below the stage's start loss
+    assert float(torch.tensor(candidate["losses"][-4:]).median()) < sched.controller._start_loss
+    live = {k: v.clone() for k, v in model.state_dict().items()}
+    kept = sched.kept_steps
+    with pytest.warns(UserWarning, match="kept the running candidate's branch"):
+        sched.finalize()
+    assert all(torch.equal(value, live[name]) for name, value in model.state_dict().items())
+    assert sched.kept_steps == kept + 4
+    assert sched.get_last_lr()[0] == candidate["lr"]
     assert sched.done
     sched.finalize()  # idempotent
+
+
+def test_finalize_in_the_first_search_without_a_budget_does_not_reset_the_model():
+    """Issue 10, case 5: total_steps=None and a stop during the first search used to restore the initial
+    weights (S0), losing every step silently."""
+    model, optimizer, batch = regression_problem()
+    options = dict(OPTIONS, total_steps=None, warmup_steps=0)  # S0 of the first stage: the initial weights
+    sched = AutoLRS(model, optimizer, **options)
+    x, y = batch()
+    initial = torch.nn.functional.mse_loss(model(x), y).item()
+    while not (sched.phase == "explore" and len(sched.controller._record["candidates"]) == 2
+               and sched.controller._candidate["steps"] == 6):
+        sched.step(train_step(model, optimizer, lambda: (x, y)))
+    assert sched.kept_steps == 0 and not sched.history
+    with pytest.warns(UserWarning, match="finished during the search of stage 0"):
+        sched.finalize()
+    final = torch.nn.functional.mse_loss(model(x), y).item()
+    assert final < initial and sched.kept_steps > 0
 
 
 def _run(stop_at=None, state=None):

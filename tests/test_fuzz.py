@@ -56,7 +56,12 @@ def test_controller_survives_any_losses(cfg, losses, val_losses):
         else:
             assert cfg.min_lr * (1 - 1e-9) <= decision.lr <= cfg.max_lr * (1 + 1e-9)
         val = val_losses[steps % len(val_losses)] if ctrl.expects_validation else None
-        decision = ctrl.step(losses[steps], val_loss=val)
+        try:
+            decision = ctrl.step(losses[steps], val_loss=val)
+        except ValueError as error:  # the two losses a run cannot go on from, refused before any change
+            assert "loss_floor=None" in str(error) or "at the snapshot before any LR was tried" in str(error)
+            assert ctrl.steps_taken == steps
+            break
         steps += 1
         assert not decision.restore or snapshots > 0, "a restore before any snapshot"
         snapshots += int(decision.snapshot)

@@ -31,19 +31,23 @@ import numpy as np
 from . import stages
 from .choice import choose, objective
 from .config import AutoLRSConfig
+from .controller_state import check_controller_state
 from .forecast import forecast_loss
-from .safety import divergence_threshold, diverged, lost_progress
+from .safety import divergence_threshold, diverged, failure_kind, lost_progress
 from .search import BayesianSearch
 
 __all__ = ["Decision", "Phase", "StageController", "STATE_VERSION"]
 
 Phase = Literal["warmup", "explore", "keep", "decay", "done"]
-STATE_VERSION = 2
+STATE_VERSION = 3
 # The loss a stage starts from is the mean of the last kept losses: at least _TAIL of them and two
 # candidate windows' worth (as precise as the levels it is compared with); at most _TAIL_MAX are kept.
 _TAIL = 10
 _TAIL_MAX = 256
-# A stage is rolled back for lost progress at most this many times.
+# A stage is rolled back to its snapshot (all candidates diverged, the kept trajectory diverged or lost its
+# progress, the decay diverged) at most this many times. The last roll-back keeps the lowest LR tried, and
+# from then on only a NaN/inf loss rolls the stage back (a non-finite state is never kept): batch noise taken
+# for divergence once rolled one stage back 142 times in a row (total_steps=None, chi-square losses).
 _MAX_ROLLBACKS = 3
 # Relative tolerance of LR comparisons (an LR "at" a bound).
 _LR_RTOL = 1e-4
@@ -112,6 +116,7 @@ class StageController:
         self._stage = 0
         self._tau_next = config.stage_steps
         self._attempt = 0
+        self._rollbacks = 0                  # roll-backs of the stage in progress (at most _MAX_ROLLBACKS)
         self._record: dict | None = None     # the stage in progress
         self._candidate: dict | None = None  # the candidate in progress
         self._keep_losses: list[float] = []
@@ -178,6 +183,7 @@ class StageController:
                 raise TypeError(f"val_loss must be a real number, but got {val_loss!r}.")
             val_loss = float(val_loss)
         loss = float(loss)
+        self._check_loss(loss, val_loss)  # raises before anything changes
         self.steps_taken += 1
         if self.phase == "warmup":
             decision = self._warmup_step(loss)
@@ -190,18 +196,57 @@ class StageController:
         return self._check_budget(decision)
 
     def finish(self) -> Decision:
-        """End the run now; the returned decision leaves the model on a kept state.
+        """End the run now; the returned decision leaves the model on the best trained state it has.
 
-        Mid-search, that means restoring S0 (never an exploration branch trained with an untested LR).
+        Outside a search that is the live model. Mid-search there are two: the stage snapshot S0 and the
+        running candidate's branch. The branch is kept when its recent losses are below S0's (training it
+        was progress, e.g. a run without a budget stopped in its first search, whose S0 is the initial
+        weights), else S0 is restored and the LR set to the best candidate's so far. Either way a warning
+        says which, since the model is not on a trajectory autolrs chose.
         """
         if self.done:
             return Decision(self.lr, "done", done=True)
-        restore = self.phase == "explore"
+        restore = False
+        if self.phase == "explore":
+            restore = not self._branch_made_progress()
+            self._finish_search(restore)
         if self._record is not None:
             self._record["events"].append(f"run finished at step {self.steps_taken} during {self.phase}")
             self._close_stage()
         self.phase = "done"
         return Decision(self.lr, "done", restore=restore, done=True)
+
+    def _branch_made_progress(self) -> bool:
+        """Whether the running candidate's last losses (median of up to 5) are below the stage's start."""
+        c = self._candidate  # training losses, the start loss's own kind (also in a validation stage)
+        start = self._start_loss if self._start_loss is not None else (c["losses"][0] if c["losses"] else None)
+        recent = c["losses"][-5:]
+        if start is None or not recent or not all(math.isfinite(x) for x in recent):
+            return False
+        return float(np.median(recent)) < start
+
+    def _finish_search(self, restore: bool) -> None:
+        c, r = self._candidate, self._record
+        if not restore:
+            # The branch becomes the kept trajectory: its steps count as kept.
+            self.kept_steps += c["steps"]
+            message = (f"autolrs: finished during the search of stage {self._stage}: kept the running candidate's "
+                       f"branch (lr {c['lr']:.3g}, {c['steps']} steps, its loss below the stage's start), not the "
+                       "stage snapshot; the LR was not chosen by a finished search")
+        else:
+            done = [x for x in self._attempt_candidates() if not x["diverged"] and x["forecast"] is not None]
+            best = self._best(done) if done else None
+            self.lr = best["lr"] if best is not None else (self._previous_lr or self.lr)
+            where = f"step {r['start_step']}"
+            if self.kept_steps == 0:
+                where = "the initial weights: no step of this run is kept"
+                if self.config.total_steps is None:
+                    where += "; give total_steps so that autolrs plans the run and ends on a kept stage"
+            message = (f"autolrs: finished during the search of stage {self._stage}: the running candidate made no "
+                       f"progress, so the model is restored to the stage snapshot, at {where}; lr set to "
+                       f"{self.lr:.3g}")
+        r["events"].append(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
 
     def fingerprint(self) -> int:
         """A 32-bit checksum of the state that decides the next steps (step counts, phase, LR, bounds, stage).
@@ -210,13 +255,59 @@ class StageController:
         fingerprint; comparing it exposes a replica that decided otherwise. Cheap: a few scalars, no history.
         """
         text = (f"{self.steps_taken}|{self.kept_steps}|{self.phase}|{self.lr!r}|{self._stage}|{self._attempt}|"
-                f"{len(self.history)}|{self._max_lr!r}|{self._hi!r}|{self._tau_next}")
+                f"{len(self.history)}|{self._max_lr!r}|{self._hi!r}|{self._tau_next}|{self._rollbacks}")
         return zlib.crc32(text.encode())
 
     @property
     def decision(self) -> Decision:
         """The decision in force now (what the next step runs with)."""
         return Decision(self.lr, self.phase, done=self.done)
+
+    # -- input checks ------------------------------------------------------------------------------
+    def _check_loss(self, loss: float, val_loss: float | None) -> None:
+        """Raise on a loss the run cannot go on from; called before :meth:`step` changes anything."""
+        floor = self.config.loss_floor
+        for name, value in (("loss", loss), ("validation loss", val_loss)):
+            if floor is not None and value is not None and math.isfinite(value) and value < floor:
+                # Forecasts are clamped at the floor: below it every candidate forecasts the floor, the
+                # search sees no difference between LRs and chooses blindly in every stage.
+                raise ValueError(
+                    f"autolrs: the {name} {value!r} at step {self.steps_taken + 1} is below loss_floor={floor!r}. "
+                    "Forecasts never go below the floor, so every candidate would look alike and the LR search "
+                    f"would be blind. For a loss that can go below {floor!r} (a negative log-likelihood, a "
+                    "shifted or regularised loss), pass loss_floor=None; otherwise set loss_floor to the "
+                    "loss's true lower bound."
+                )
+        if not math.isfinite(loss) and self._at_new_snapshot():
+            what = "NaN" if math.isnan(loss) else "inf"
+            if self.steps_taken == 0:
+                where = "the first loss of the run, at the initial weights"
+            else:
+                where = (f"step {self.steps_taken + 1}, the first loss of stage {self._stage} at its snapshot; "
+                         "if the weights themselves are not finite, the optimizer step before the snapshot "
+                         "made them so")
+            raise ValueError(
+                f"autolrs: the loss is {what} at the snapshot before any LR was tried; check the data and the loss "
+                f"function ({where}). Every candidate restarts from this snapshot: no LR can recover from it."
+            )
+
+    def _at_new_snapshot(self) -> bool:
+        """Whether the next loss is the first one measured at a new snapshot S0.
+
+        The loss a step reports is computed before that step's update: the first loss after a snapshot is
+        S0's own, before the stage's LRs have acted. Those are the run's first loss (the initial weights) and
+        the first loss of each stage's first candidate (or of a phase that starts from a new snapshot without
+        a search: the decay, a range collapsed to min_lr). A later candidate's first loss is S0's too, but S0
+        was then already seen finite: a NaN there is that batch's, and counts as that candidate diverging.
+        """
+        r = self._record
+        if self.steps_taken == 0:
+            return True
+        if r is None or self.phase == "warmup":
+            return False
+        if self.phase == "explore":
+            return self._candidate["steps"] == 0 and not r["candidates"]
+        return r["kept_steps"] == 0 and not r["candidates"] and not r["discarded"]
 
     # -- warmup ------------------------------------------------------------------------------------
     def _warmup_lr(self, step: int) -> float:
@@ -260,6 +351,7 @@ class StageController:
         self._keep_losses = []
         self._hi = self._max_lr
         self._attempt = 0
+        self._rollbacks = 0
         plan = stages.plan_stage(self._remaining(), self._tau_next, self._explore_length(self._tau_next),
                                  self._candidates(), cfg.min_explore_steps)
         if plan is None:
@@ -321,7 +413,8 @@ class StageController:
     def _start_candidate(self, *, restore: bool, snapshot: bool = False) -> Decision:
         self.lr = self._search.ask()
         self._candidate = {"lr": self.lr, "attempt": self._attempt, "steps": 0, "losses": [], "val_steps": [],
-                           "val_losses": [], "forecast": None, "trial_loss": None, "diverged": False}
+                           "val_losses": [], "forecast": None, "trial_loss": None, "diverged": False,
+                           "failure": None}
         return Decision(self.lr, "explore", restore=restore, snapshot=snapshot)
 
     def _val_interval(self) -> int:
@@ -340,18 +433,25 @@ class StageController:
             firsts = [x["losses"][0] for x in self._record["candidates"] if x["losses"] and x["losses"][0] is not None]
             self._start_loss = float(np.mean(firsts + [loss]))
             self._record["start_loss"] = self._start_loss
-        failed = self._diverged(c["losses"]) or (val_loss is not None and not math.isfinite(val_loss))
-        if not failed and c["steps"] < self._record["explore_steps"]:
+        failure = None
+        if self._diverged(c["losses"]):
+            failure = self._failure_kind(c["losses"])
+        elif val_loss is not None and not math.isfinite(val_loss):
+            failure = "val_nan" if math.isnan(val_loss) else "val_inf"  # the training losses were finite
+        if failure is None and c["steps"] < self._record["explore_steps"]:
             return Decision(self.lr, "explore")
-        self._close_candidate(failed)
+        self._close_candidate(failure)
         if len(self._attempt_candidates()) < self._candidates():
             return self._start_candidate(restore=True)
         return self._choose()
 
-    def _close_candidate(self, failed: bool) -> None:
+    def _close_candidate(self, failure: str | None) -> None:
+        """Forecast the candidate and tell the search; ``failure``: how it failed (:func:`failure_kind`, or
+        ``"val_nan"``/``"val_inf"``: ``val_fn`` returned NaN/inf), None if it did not."""
         c, cfg, r = self._candidate, self.config, self._record
+        failed = failure is not None
         if failed:
-            c["diverged"] = True
+            c["diverged"], c["failure"] = True, failure
         else:
             if r["objective"] == "val":
                 series, steps, kind, horizon = c["val_losses"], c["val_steps"], "val", r["tau"]
@@ -397,35 +497,66 @@ class StageController:
         best = self._best(current)
         if best is not None:
             return self._keep_candidate(best)
-        lowest = min(x["lr"] for x in current)
-        return self._retry(f"all {len(current)} candidates diverged (lowest lr {lowest:.3g})", lowest)
+        lowest = min(current, key=lambda x: x["lr"])
+        on_val = sorted((x for x in current if str(x.get("failure")).startswith("val_")), key=lambda x: x["lr"])
+        if on_val:
+            # A NaN validation loss after finite training losses: the weights turned NaN at the last step, or
+            # val_fn fails. Either way it is val_fn that returned it, not the loss that diverged.
+            what = "NaN" if any(x["failure"] == "val_nan" for x in on_val) else "inf"
+            others = f" and at {len(on_val) - 1} higher lrs" if len(on_val) > 1 else ""
+            rest = len(current) - len(on_val)
+            why = (f"val_fn returned {what} at lr {on_val[0]['lr']:.3g}{others} while the training losses stayed "
+                   f"finite (all {len(current)} candidates failed"
+                   + (f", {rest} of them by a diverging training loss)" if rest else ")"))
+        else:
+            tags = {"nonfinite": ": NaN/inf", "explosion": ": its loss rose above the threshold and stayed there",
+                    "noise": ": finite losses falling back between spikes, likely batch noise"}
+            tag = tags.get(lowest.get("failure"), "")
+            why = f"all {len(current)} candidates diverged (lowest lr {lowest['lr']:.3g}{tag})"
+        return self._retry(why, lowest["lr"], failure=lowest.get("failure"))
 
     def _keep_candidate(self, candidate: dict) -> Decision:
         self._record.update(lr=candidate["lr"], forecast=candidate["forecast"], trial_loss=candidate["trial_loss"])
         return self._start_keep(candidate["lr"], restore=True)
 
-    def _retry(self, why: str, failed_lr: float, *, persist: bool = True) -> Decision:
+    def _retry(self, why: str, failed_lr: float, *, failure: str | None, persist: bool = True) -> Decision:
         """Something failed at ``failed_lr``: restore S0 and go on below half of it.
 
         The stage's other candidates were measured from the same S0, so the best one left below the new
         bound is kept without a new search. When none is left: after a divergence (``persist``) the stage is
         searched again below the bound; after lost progress it keeps ``failed_lr / trust_region`` (one band
         step down, 3x without a trust region) without a new search. The range never leaves
-        ``[min_lr, max_lr]``: when even ``min_lr`` failed it is kept, with a warning, and every failure is
-        rolled back to S0 again. With ``persist`` the bound holds for the rest of the run, otherwise for this
-        stage only.
+        ``[min_lr, max_lr]``: when even ``min_lr`` failed it is kept, with a warning. With ``persist`` a
+        divergence above ``min_lr`` also lowers the run-wide bound (:meth:`_lower_run_bound`); a failure at
+        ``min_lr``, or one that looks like batch noise, bounds its own stage only.
+
+        ``failure`` is how it failed (:func:`~autolrs.safety.failure_kind`, ``"val_nan"``/``"val_inf"``, or
+        None for lost progress); it decides the advice. The ``_MAX_ROLLBACKS``-th roll-back of a stage keeps
+        the lowest LR tried (below the new bound, at least ``min_lr``) for the rest of the stage, and from then
+        on only a NaN/inf loss rolls it back again.
         """
-        cfg = self.config
+        cfg, r = self.config, self._record
         exhausted = failed_lr <= cfg.min_lr * (1 + _LR_RTOL)
+        self._rollbacks += 1
         self._hi = max(cfg.min_lr, min(self._hi, failed_lr / 2.0))
-        if persist:
-            self._max_lr = min(self._max_lr, self._hi)
+        if persist and not exhausted and failure != "noise":
+            self._lower_run_bound(self._hi)
         if exhausted:
-            why += f"; every lr down to min_lr={cfg.min_lr:.3g} failed: lower min_lr"
-        message = f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}"
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-        self._record["events"].append(message)
-        self._record["max_lr"] = self._hi
+            why += self._advice_at_min_lr(failure)
+        r["max_lr"] = self._hi
+        if self._rollbacks >= _MAX_ROLLBACKS:
+            tried = [x["lr"] for x in r["candidates"]] + [d["lr"] for d in r["discarded"]]
+            lr = max(cfg.min_lr, min([self._hi, *tried]))
+            if self._rollbacks == _MAX_ROLLBACKS:
+                action = (f"rolled back {_MAX_ROLLBACKS} times in this stage, the limit: keeping lr {lr:.3g} for the "
+                          "rest of the stage, which only a NaN/inf loss rolls back from now on"
+                          + self._advice_at_limit(failure, exhausted))
+            else:
+                action = f"past the limit of {_MAX_ROLLBACKS} roll-backs (NaN/inf only): keeping lr {lr:.3g}"
+            self._event(f"autolrs stage {self._stage}: {why}; {action}")
+            r.update(lr=lr, forecast=None, trial_loss=None)
+            return self._start_keep(lr, restore=True)
+        self._event(f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}")
         if not exhausted:
             best = self._best(self._attempt_candidates())
             if best is not None:
@@ -433,12 +564,79 @@ class StageController:
             plan = self._plan_retry() if persist else None
             if plan is not None and self._hi > cfg.min_lr * (1 + _LR_RTOL):
                 self._attempt += 1
-                self._record.update(tau=plan[0], explore_steps=plan[1])
+                r.update(tau=plan[0], explore_steps=plan[1])
                 return self._start_search(restore=True, snapshot=False)
         lr = cfg.min_lr if exhausted else max(cfg.min_lr, min(self._hi, failed_lr / (cfg.trust_region or 3.0)))
-        self._record["events"].append(f"no search: keeping lr={lr:.3g}")
-        self._record.update(lr=lr, forecast=None, trial_loss=None)
+        self._event(f"no search: keeping lr={lr:.3g}", warn=False)
+        r.update(lr=lr, forecast=None, trial_loss=None)
         return self._start_keep(lr, restore=True)
+
+    def _lower_run_bound(self, bound: float) -> None:
+        """Lower the run-wide ``max_lr`` after a divergence above ``min_lr``: to ``bound``, never below a floor.
+
+        A later stage recovers from a bound left too high: a candidate above its divergence point stops at
+        once (a few steps lost) and the stage lowers its own bound. It never recovers from one set too low:
+        the run-wide bound only falls and no stage searches above it. So one failure lowers it to half the
+        failed LR, never below one trust band above ``min_lr`` (``min_lr x trust_region``, 3x without a trust
+        region): the next stage can still compare LRs over that band, including the LR near ``min_lr`` that
+        failed (it may have failed on batch noise; if not, it fails again there at the cost of one
+        candidate). A failure at ``min_lr`` itself lowers nothing beyond its stage (:meth:`_retry`): it says
+        nothing about higher LRs that the failures above it had not already said, and it once pinned the
+        whole rest of a run to ``min_lr`` after one noisy window. Nor does a failure that looks like batch
+        noise (finite losses falling back between spikes, :func:`~autolrs.safety.failure_kind`): it is no
+        evidence about the LR, and four of them in one stage once took a run's ``max_lr`` from 1.0 to min_lr.
+        """
+        cfg = self.config
+        floor = min(cfg.max_lr, cfg.min_lr * (cfg.trust_region or 3.0))
+        self._max_lr = min(self._max_lr, max(bound, floor))
+
+    def _describe(self, failure: str | None, losses: list[float]) -> str:
+        """A parenthesised account of a failed series, for the messages."""
+        threshold = self._threshold()
+        if failure == "nonfinite":
+            return " (the loss went NaN/inf)"
+        if failure == "explosion":
+            return f" (its loss rose above {threshold:.4g}, divergence_factor x the start loss, and stayed there)"
+        if failure == "noise":
+            median = float(np.median(losses[-5:]))
+            return (f" (finite losses: the median of the last 5, {median:.4g}, is above {threshold:.4g} but they fell "
+                    "back below it between spikes: likely batch noise)")
+        return ""
+
+    def _advice_at_min_lr(self, failure: str | None) -> str:
+        """What to change when even ``min_lr`` failed, by how it failed: only what the failure shows."""
+        cfg = self.config
+        at = f"min_lr={cfg.min_lr:.3g}"
+        if failure in ("nonfinite", "explosion"):
+            return f"; {at} itself diverged: lower min_lr"
+        if failure == "noise":
+            return (f"; at {at} the losses stayed finite and fell back below the divergence threshold between spikes: "
+                    f"batch noise, not divergence: raise divergence_factor (now {cfg.divergence_factor:g}) or "
+                    "average the loss over more samples")
+        if failure in ("val_nan", "val_inf"):
+            return f"; {at} failed too: check val_fn"
+        return f"; {at} is the lowest lr allowed"
+
+    def _advice_at_limit(self, failure: str | None, exhausted: bool) -> str:
+        """What to change when a stage reaches the roll-back limit above ``min_lr``: only for noise or val_fn
+        (a real divergence above ``min_lr`` is handled: the bounds fall below it)."""
+        if exhausted:
+            return ""  # _advice_at_min_lr said it
+        if failure == "noise":
+            return (f"; the failure had finite losses that fell back between spikes: if it is batch noise, raise "
+                    f"divergence_factor (now {self.config.divergence_factor:g}) or average the loss over more samples")
+        if failure in ("val_nan", "val_inf"):
+            return "; check val_fn"
+        return ""
+
+    def _event(self, message: str, *, warn: bool = True) -> None:
+        """Record ``message`` in the stage's events (and warn), once per stage: a stage that fails the same
+        way again (NaN at min_lr past the roll-back limit) adds nothing new."""
+        if message in self._record["events"]:
+            return
+        self._record["events"].append(message)
+        if warn:
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def _plan_retry(self) -> tuple[int, int] | None:
         """``(tau, tau')`` of a new search of the current stage from S0, or None if none fits."""
@@ -472,9 +670,14 @@ class StageController:
         self.kept_steps += 1
         self._keep_losses.append(loss)
         if self._diverged(self._keep_losses):
-            # The kept trajectory diverged: drop it, restore S0 and search lower LRs.
-            self._discard_keep()
-            return self._retry(f"the kept trajectory at lr {self.lr:.3g} diverged", self.lr)
+            failure = self._failure_kind(self._keep_losses)
+            if self._rollbacks < _MAX_ROLLBACKS or failure == "nonfinite":
+                # The kept trajectory diverged: drop it, restore S0 and search lower LRs.
+                why = f"the kept trajectory at lr {self.lr:.3g} diverged" + self._describe(failure, self._keep_losses)
+                self._discard_keep()
+                return self._retry(why, self.lr, failure=failure)
+            self._event(f"autolrs stage {self._stage}: finite losses above the divergence threshold were kept: "
+                        f"the stage was already rolled back {_MAX_ROLLBACKS} times", warn=False)
         self._push_tail(loss)
         window = r["explore_steps"] or _TAIL
         if r["kept_steps"] < r["tau"]:
@@ -496,7 +699,7 @@ class StageController:
         """:func:`~autolrs.safety.lost_progress` on this stage, when a roll-back could still be redone."""
         r = self._record
         start, trial = r["start_loss"], r["trial_loss"]
-        if start is None or trial is None or r["objective"] != "train" or len(r["discarded"]) >= _MAX_ROLLBACKS:
+        if start is None or trial is None or r["objective"] != "train" or self._rollbacks >= _MAX_ROLLBACKS:
             return False
         remaining = self._remaining()
         if remaining is not None and remaining < r["kept_steps"]:
@@ -516,7 +719,7 @@ class StageController:
                f"giving back the progress its {r['explore_steps']}-step trial had made (from "
                f"{r['start_loss']:.4g} to {r['trial_loss']:.4g})")
         self._discard_keep(reached)
-        return self._retry(why, self.lr, persist=False)
+        return self._retry(why, self.lr, failure=None, persist=False)
 
     def _discard_keep(self, reached: float | None = None) -> None:
         """Take a failed kept phase off the kept trajectory (S0 will be restored); keep it in the record."""
@@ -570,13 +773,20 @@ class StageController:
         r["kept_steps"] += 1
         self.kept_steps += 1
         self._keep_losses.append(loss)
-        if self._diverged(self._keep_losses):
+        failure = self._failure_kind(self._keep_losses) if self._diverged(self._keep_losses) else None
+        if failure is not None and self._rollbacks >= _MAX_ROLLBACKS and failure != "nonfinite":
+            self._event(f"autolrs stage {self._stage}: finite losses above the divergence threshold were kept: "
+                        f"the decay was already restarted {_MAX_ROLLBACKS} times", warn=False)
+        elif failure is not None:
             failed = self.lr
+            self._rollbacks += 1
+            message = (f"autolrs stage {self._stage}: the decay from lr {r['lr']:.3g} diverged at lr {failed:.3g}"
+                       f"{self._describe(failure, self._keep_losses)}; restarting it from lr {r['lr'] / 2:.3g}")
+            if self._rollbacks == _MAX_ROLLBACKS:
+                message += (f"; restarted {_MAX_ROLLBACKS} times, the limit: from now on only a NaN/inf loss restarts "
+                            "it" + self._advice_at_limit(failure, exhausted=False))
             self._discard_keep()
-            message = (f"autolrs stage {self._stage}: the decay from lr {r['lr']:.3g} diverged at lr {failed:.3g}; "
-                       f"restarting it from lr {r['lr'] / 2:.3g}")
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-            r["events"].append(message)
+            self._event(message)
             r.update(lr=r["lr"] / 2, tau=self.config.total_steps - self.steps_taken, keep_start_step=self.steps_taken)
             self._keep_losses = []
             self.lr = self._decay_lr()
@@ -599,6 +809,7 @@ class StageController:
             self._candidate["interrupted"] = True
             self._record["candidates"].append(self._candidate)
             self._candidate = None
+        self._record["rollbacks"] = self._rollbacks
         self.history.append(self._record)
         self._record = None
 
@@ -616,13 +827,22 @@ class StageController:
             self._tail.append(loss)
             del self._tail[:-_TAIL_MAX]
 
+    def _threshold(self) -> float | None:
+        return divergence_threshold(self._start_loss, self.config.divergence_factor)
+
+    def _failure_kind(self, losses: list[float]) -> str:
+        """:func:`~autolrs.safety.failure_kind` of a failed series, against the kept losses before it."""
+        own = min(len(losses), 5) - 1 if self.phase in ("keep", "decay") else 0  # its own, already in the tail
+        return failure_kind(losses, self._threshold(), self._tail[: len(self._tail) - own])
+
     def _diverged(self, losses: list[float]) -> bool:
-        return diverged(losses, divergence_threshold(self._start_loss, self.config.divergence_factor))
+        """The one divergence test, :func:`~autolrs.safety.diverged`, of candidates, kept stages and the decay."""
+        return diverged(losses, self._threshold())
 
     # -- state -------------------------------------------------------------------------------------
     _STATE_FIELDS = ("steps_taken", "kept_steps", "phase", "lr", "history", "begun", "_max_lr", "_hi", "_stage",
-                     "_tau_next", "_attempt", "_record", "_candidate", "_keep_losses", "_tail", "_start_loss",
-                     "_previous_lr")
+                     "_tau_next", "_attempt", "_rollbacks", "_record", "_candidate", "_keep_losses", "_tail",
+                     "_start_loss", "_previous_lr")
 
     def state_dict(self) -> dict:
         """Everything needed to resume, as plain data (lists, dicts, numbers, strings)."""
@@ -652,6 +872,12 @@ class StageController:
         missing = [name.lstrip("_") for name in self._STATE_FIELDS if name.lstrip("_") not in state]
         if missing or "search" not in state:
             raise ValueError(f"This state is incomplete (missing {missing or ['search']}).")
+        check_controller_state(state, self.config.loss_floor)
+        if state["search"] is not None:
+            try:
+                BayesianSearch.from_state_dict(copy.deepcopy(state["search"]))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"This autolrs state's search cannot be rebuilt: {error}") from None
 
     def load_state_dict(self, state: dict) -> None:
         self.check_state_dict(state)

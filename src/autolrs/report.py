@@ -21,6 +21,10 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
 
 def _event_label(event: str) -> str:
     """A short label for a stage event (the full message is in the history and the warning)."""
+    if "val_fn returned" in event:
+        return "val_fn failed"
+    if "above the divergence threshold were kept" in event:
+        return "spikes kept"
     if "giving back" in event:
         return "rolled back (lost progress)"
     if "diverged" in event:

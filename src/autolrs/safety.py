@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["divergence_threshold", "diverged", "lost_progress"]
+__all__ = ["SPIKE_RATE", "divergence_threshold", "diverged", "failure_kind", "lost_progress"]
 
 # A trial that gained less than this share of the start loss made no clear progress to lose: 10% in a
 # later stage (a converging loss wanders by about that much), 2% in the first, from fresh weights, where
@@ -38,6 +38,36 @@ def diverged(losses: Sequence[float], threshold: float | None) -> bool:
     if threshold is None or len(losses) < 3:
         return False
     return float(np.median(losses[-5:])) > threshold
+
+
+# Kept losses above the divergence threshold on their own in at least this share of steps make a window of
+# 3 of 5 above it a matter of chance: about once in 13,000 steps at 2% (10 p^3), so that a long stage
+# (8000 steps) meets one about half the time; a chi-square loss of one sample (4.6% above 4x its mean) once
+# in 1100 steps.
+SPIKE_RATE = 0.02
+
+
+def failure_kind(losses: Sequence[float | None], threshold: float | None, reference: Sequence[float] = ()) -> str:
+    """How a series that :func:`diverged` failed: what the message says and what advice it may give.
+
+    * ``"nonfinite"``: a NaN/inf loss (``None`` stands for one in a stored record);
+    * ``"explosion"``: finite, every loss of the last 5 from the first one above ``threshold`` on is above it
+      (the loss rose and stayed up, as a diverging run's does), and the kept losses before it
+      (``reference``) rarely crossed the threshold on their own (less than ``SPIKE_RATE`` of them);
+    * ``"noise"``: finite, and the losses fell back below the threshold between spikes, or the kept losses
+      before it crossed it often enough that such a window comes by chance: hard batches of a small-batch
+      loss, not divergence.
+    """
+    if any(x is None or not math.isfinite(x) for x in losses):
+        return "nonfinite"
+    if threshold is None:
+        return "noise"  # unreachable for a series that diverged(): without a threshold only NaN/inf fails
+    above = [x > threshold for x in losses[-5:]]
+    stayed_up = True in above and all(above[above.index(True):])
+    spikes = sum(1 for x in reference if x > threshold)
+    if stayed_up and spikes < SPIKE_RATE * max(len(reference), 1):
+        return "explosion"
+    return "noise"
 
 
 def lost_progress(start: float, trial: float, recent: Sequence[float], *, first_stage: bool, at_end: bool) -> bool:

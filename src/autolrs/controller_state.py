@@ -1,0 +1,171 @@
+"""The shape of a :class:`~autolrs.controller.StageController` state: every key, type and range.
+
+``load_state_dict`` checks a saved state against it before anything changes, so that a corrupted or
+hand-edited state (a key missing, ``steps_taken='85'``, a NaN LR, a candidate without its losses) fails at
+once with a message naming the key, instead of being accepted and failing steps later, or running on wrong.
+A state that passes has the types every controller method relies on; values are as the run left them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+__all__ = ["check_controller_state"]
+
+Check = Callable[[Any, str], None]
+
+PHASES = ("warmup", "explore", "keep", "decay", "done")
+FAILURES = (None, "nonfinite", "explosion", "noise", "val_nan", "val_inf")
+
+
+def _fail(where: str, value: Any, expected: str) -> None:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    raise ValueError(f"This autolrs state is corrupt: {where} is {shown}, expected {expected}.")
+
+
+def _int(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(where, value, "an integer >= 0")
+
+
+def _number(value: Any, where: str, *, positive: bool = False, finite: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(where, value, "a number")
+    if math.isnan(value) or (finite and math.isinf(value)):
+        _fail(where, value, "a finite number")
+    if positive and not value > 0:
+        _fail(where, value, "a number > 0")
+
+
+def _lr(value: Any, where: str) -> None:
+    _number(value, where)
+    if value < 0:
+        _fail(where, value, "an LR >= 0")
+
+
+def _optional(check: Check) -> Check:
+    def run(value: Any, where: str) -> None:
+        if value is not None:
+            check(value, where)
+    return run
+
+
+def _bool(value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        _fail(where, value, "True or False")
+
+
+def _one_of(*choices: Any) -> Check:
+    def run(value: Any, where: str) -> None:
+        if isinstance(value, bool) or value not in choices:
+            _fail(where, value, f"one of {list(choices)}")
+    return run
+
+
+def _list_of(check: Check) -> Check:
+    def run(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            _fail(where, value, "a list")
+        for i, item in enumerate(value):
+            check(item, f"{where}[{i}]")
+    return run
+
+
+def _string(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        _fail(where, value, "a string")
+
+
+def _dict(schema: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
+    optional = optional or {}
+
+    def run(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            _fail(where, value, "a dict")
+        missing = sorted(set(schema) - set(value))
+        unknown = sorted(set(value) - set(schema) - set(optional))
+        if missing or unknown:
+            raise ValueError(
+                f"This autolrs state is corrupt: {where} lacks {missing} or has unknown keys {unknown}."
+            )
+        for key, check in {**schema, **optional}.items():
+            if key in value:
+                check(value[key], f"{where}.{key}")
+    return run
+
+
+def _schema(floor: float | None) -> Check:
+    """The check of a whole state; losses must lie at or above ``floor`` (the config's ``loss_floor``)."""
+
+    def loss(value: Any, where: str) -> None:
+        _number(value, where)
+        if floor is not None and value < floor:
+            _fail(where, value, f"a loss >= loss_floor={floor}")
+
+    def raw_loss(value: Any, where: str) -> None:  # a kept phase's raw loss: NaN/inf is what ends the phase
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, value, "a number")
+        if floor is not None and value < floor:
+            _fail(where, value, f"a loss >= loss_floor={floor}")
+
+    def unit(value: Any, where: str) -> None:
+        _number(value, where)
+        if not 0.0 <= value <= 1.0:
+            _fail(where, value, "a number in [0, 1]")
+
+    def non_negative(value: Any, where: str) -> None:
+        _number(value, where)
+        if value < 0:
+            _fail(where, value, "a number >= 0")
+
+    positive = lambda v, w: _number(v, w, positive=True)  # noqa: E731
+    opt_loss, opt_lr = _optional(loss), _optional(_lr)
+    losses = _list_of(opt_loss)  # closed candidates keep non-finite losses as None
+    candidate = _dict({
+        "lr": _lr, "attempt": _int, "steps": _int, "losses": losses, "val_steps": _list_of(_int),
+        "val_losses": losses, "forecast": opt_loss, "trial_loss": opt_loss, "diverged": _bool,
+        "failure": _one_of(*FAILURES),
+    }, optional={"interrupted": _bool})
+    discarded = _dict({"start_step": _optional(_int), "steps": _int, "lr": _lr, "loss_reached": opt_loss})
+    record = _dict({
+        "stage": _int, "kind": _string, "start_step": _int, "tau": _int, "explore_steps": _int,
+        "objective": _one_of("train", "val"), "min_lr": _lr, "max_lr": _lr, "start_loss": opt_loss,
+        "previous_lr": opt_lr, "candidates": _list_of(candidate), "lr": opt_lr, "forecast": opt_loss,
+        "trial_loss": opt_loss, "keep_start_step": _optional(_int), "kept_steps": _int,
+        "loss_reached": opt_loss, "discarded": _list_of(discarded), "events": _list_of(_string),
+    }, optional={"rollbacks": _int})
+    search = _dict({
+        "min_lr": positive, "max_lr": positive, "kappa": non_negative, "seed": _int, "first_lr": opt_lr,
+        "initial": _list_of(_lr), "grid_size": _int, "min_distance": non_negative, "x": _list_of(unit),
+        "y": _list_of(lambda v, w: _number(v, w, finite=False)),  # a failed candidate's value is +inf
+        "theta": _optional(_list_of(_number)),
+    })
+    return _dict({
+        "version": _int, "config": lambda v, w: None, "search": _optional(search),
+        "steps_taken": _int, "kept_steps": _int, "phase": _one_of(*PHASES), "lr": _lr,
+        "history": _list_of(record), "begun": _bool, "max_lr": positive, "hi": positive, "stage": _int,
+        "tau_next": _int, "attempt": _int, "rollbacks": _int, "record": _optional(record),
+        "candidate": _optional(candidate), "keep_losses": _list_of(raw_loss), "tail": _list_of(loss),
+        "start_loss": opt_loss, "previous_lr": opt_lr,
+    })
+
+
+def check_controller_state(state: Any, loss_floor: float | None) -> None:
+    """Raise ``ValueError`` naming the first key whose value cannot be a controller's; changes nothing."""
+    _schema(loss_floor)(state, "state")
+    search = state["search"]
+    if search is not None and len(search["x"]) != len(search["y"]):
+        _fail("state.search.y", search["y"], f"one value per observed x ({len(search['x'])})")
+    if state["kept_steps"] > state["steps_taken"]:
+        _fail("state.kept_steps", state["kept_steps"], f"<= steps_taken ({state['steps_taken']})")
+    phase, record, candidate = state["phase"], state["record"], state["candidate"]
+    if phase == "explore" and (record is None or candidate is None or state["search"] is None):
+        raise ValueError("This autolrs state is corrupt: it is mid-search but lacks the stage record, the "
+                         "candidate or the search.")
+    if phase in ("keep", "decay") and record is None:
+        raise ValueError(f"This autolrs state is corrupt: it is in a {phase} phase but has no stage record.")
+    if candidate is not None and any(x is None for x in candidate["losses"]):
+        _fail("state.candidate.losses", candidate["losses"], "the finite losses of a candidate still running")
