@@ -101,7 +101,8 @@ def test_loss_must_be_a_real_scalar(loss, error, message):
 
 def test_step_after_finalize():
     sched = build()
-    sched.finalize()
+    with pytest.warns(UserWarning, match="no step of this run is kept; lr set to"):  # nothing to keep yet
+        sched.finalize()
     with pytest.raises(ValueError, match="step\\(\\) was called after finalize\\(\\)"):
         sched.step(1.0)
 
@@ -120,7 +121,7 @@ def test_load_state_dict_from_another_configuration_changes_nothing():
 def test_load_state_dict_from_another_version():
     state = build().state_dict()
     state["version"] = 0
-    with pytest.raises(ValueError, match="saved by AutoLRS state version 0; this autolrs reads version 1"):
+    with pytest.raises(ValueError, match="saved by AutoLRS state version 0; this autolrs reads version 2"):
         build().load_state_dict(state)
 
 
@@ -133,7 +134,7 @@ def test_load_state_dict_from_another_model():
     state = build().state_dict()
     bigger = torch.nn.Linear(3, 2)
     sched = AutoLRS(bigger, torch.optim.SGD(bigger.parameters(), lr=0.1), min_lr=1e-3, max_lr=1.0, total_steps=1000)
-    with pytest.raises(ValueError, match="other shapes than this model's"):
+    with pytest.raises(ValueError, match=r"'weight' is torch.float32 \(1, 3\), this model's is torch.float32 \(2, 3\)"):
         sched.load_state_dict(state)
     assert not torch.isnan(bigger.weight).any()
 
