@@ -1,6 +1,6 @@
 """The validated configuration of an AutoLRS run, and its two presets.
 
-Notation (ALGORITHM.md): a *stage* trains ``tau`` kept steps at one LR; before them, ``k`` candidate LRs
+Notation (docs/algorithm.md): a *stage* trains ``tau`` kept steps at one LR; before them, ``k`` candidate LRs
 are each tried for ``tau'`` steps from a common snapshot. ``tau`` doubles after every stage up to
 ``tau_max``. With a budget, the last ``decay_fraction`` of it is a *decay phase*: the LR falls linearly
 from the last stage's to zero, with no search.

@@ -1,6 +1,6 @@
 """The AutoLRS stage state machine: losses in, decisions out. No framework import.
 
-Notation (ALGORITHM.md): a stage keeps ``tau`` steps at one LR; before them, ``k`` candidate LRs each run
+Notation (docs/algorithm.md): a stage keeps ``tau`` steps at one LR; before them, ``k`` candidate LRs each run
 ``tau'`` steps from the stage snapshot S0. Phases, in order:
 
     warmup   linear LR warmup, not searched (optional)

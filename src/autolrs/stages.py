@@ -1,7 +1,7 @@
 """The stage plan: how many steps each stage keeps and each candidate tries, within the budget.
 
 Pure arithmetic on step counts (no state), shared by the configuration (which derives the default sizes)
-and the controller (which plans each stage as the run goes). Notation (ALGORITHM.md):
+and the controller (which plans each stage as the run goes). Notation (docs/algorithm.md):
 
     tau      kept steps of a stage; doubles after every stage up to tau_max
     tau'     steps each of the stage's k candidates tries
