@@ -220,3 +220,20 @@ def test_a_first_stage_that_ends_above_its_start_after_a_small_trial_gain_is_rol
     assert lost_progress(2.30, 2.15, [2.33] * 25, first_stage=True, at_end=True)
     assert not lost_progress(2.30, 2.15, [2.33] * 25, first_stage=False, at_end=True)  # later: 10% needed
     assert not lost_progress(2.30, 2.27, [2.33] * 25, first_stage=True, at_end=True)  # no clear trial gain
+
+
+def test_a_first_stage_whose_network_dies_in_its_last_window_is_rolled_back():
+    """A network killed in the first stage's last steps, after a good start (MNIST-1D at a 1000-step budget,
+    LR 0.44: the last quarter still averaged below the start loss and the dead model went on to every later
+    stage, ending at chance). The first stage is judged on its last window, the one its reached loss is."""
+    def loss_fn(state, lr):
+        if lr >= 0.5:  # a fast drop, then dead in the stage's last window
+            return 2.3 - 0.02 * state if state < 30 else 2.35
+        return 2.3 - 1.3 * (1 - math.exp(-0.01 * state)) * (1 - 0.3 * abs(math.log10(lr) + 1))
+
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0)
+    with pytest.warns(RuntimeWarning, match="giving back the progress"):
+        ctrl, _ = run(cfg, loss_fn)
+    first = ctrl.history[0]
+    assert [d["lr"] >= 0.5 for d in first["discarded"]] == [True]
+    assert first["lr"] < 0.5 and all(r["lr"] < 0.5 for r in ctrl.history)

@@ -78,8 +78,8 @@ def lost_progress(start: float, trial: float, recent: Sequence[float], *, first_
     kill it (a finite, flat loss back at chance level, which no explosion check sees). Needs a trial that
     gained at least ``MIN_GAIN`` of the start loss (``MIN_GAIN_FIRST`` in the first stage), and then:
 
-    * at the end of a stage (``recent``: its last quarter), the loss averages at or above the start loss:
-      the stage made no progress at all;
+    * at the end of a stage (``recent``: its last window in the first stage, its last quarter later), the
+      loss averages at or above the start loss: the stage made no progress at all;
     * in the first stage (no LR that worked to go by), also during it: the loss is back more than three
       quarters of the way from the trial's level to the start loss (a dead network is stopped early).
 
