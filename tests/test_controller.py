@@ -142,7 +142,7 @@ def test_all_candidates_diverging_narrows_the_range_and_warns():
         fake = FakeModel(ctrl, loss_fn).run(max_steps=100)
     stage = ctrl.history[0]
     assert [c["diverged"] for c in stage["candidates"][:2]] == [True, True]
-    assert any("all 2 candidates diverged" in e for e in stage["events"])
+    assert any(e["kind"] == "all_diverged" and "all 2 candidates diverged" in e["message"] for e in stage["events"])
     assert stage["lr"] <= 0.02 and stage["max_lr"] < 1.0
     assert all(0.01 <= d.lr <= 1.0 for d in fake.decisions)
 
@@ -276,7 +276,7 @@ def test_kept_stage_that_gives_back_its_trials_progress_rolls_back_to_the_next_b
     assert stage["lr"] <= failed["lr"] / 2  # the next best candidate below half the failed LR
     assert stage["lr"] in [c["lr"] for c in stage["candidates"]]  # chosen without a new search
     assert len(stage["candidates"]) == 3
-    assert "giving back the progress its 5-step trial had made" in stage["events"][0]
+    assert "giving back the progress its 5-step trial had made" in stage["events"][0]["message"]
     assert ctrl.kept_steps == stage["tau"]  # the failed kept phase is not on the kept trajectory
 
 

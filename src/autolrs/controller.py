@@ -33,13 +33,14 @@ from .choice import choose, objective
 from .config import AutoLRSConfig
 from .controller_state import check_controller_state
 from .forecast import forecast_loss
+from .records import EventKind, event
 from .safety import divergence_threshold, diverged, failure_kind, lost_progress
 from .search import BayesianSearch
 
 __all__ = ["Decision", "Phase", "StageController", "STATE_VERSION"]
 
 Phase = Literal["warmup", "explore", "keep", "decay", "done"]
-STATE_VERSION = 3
+STATE_VERSION = 4  # 4: events are {kind, message}; a version-3 state is upgraded on load
 # The loss a stage starts from is the mean of the last kept losses: at least _TAIL of them and two
 # candidate windows' worth (as precise as the levels it is compared with); at most _TAIL_MAX are kept.
 _TAIL = 10
@@ -211,7 +212,8 @@ class StageController:
             restore = not self._branch_made_progress()
             self._finish_search(restore)
         if self._record is not None:
-            self._record["events"].append(f"run finished at step {self.steps_taken} during {self.phase}")
+            message = f"run finished at step {self.steps_taken} during {self.phase}"
+            self._record["events"].append(event("stopped", message))
             self._close_stage()
         self.phase = "done"
         return Decision(self.lr, "done", restore=restore, done=True)
@@ -245,7 +247,7 @@ class StageController:
             message = (f"autolrs: finished during the search of stage {self._stage}: the running candidate made no "
                        f"progress, so the model is restored to the stage snapshot, at {where}; lr set to "
                        f"{self.lr:.3g}")
-        r["events"].append(message)
+        r["events"].append(event("stopped_mid_search", message))
         warnings.warn(message, UserWarning, stacklevel=4)
 
     def fingerprint(self) -> int:
@@ -361,7 +363,8 @@ class StageController:
         tau, n = plan
         if self._hi <= cfg.min_lr * (1 + _LR_RTOL):
             # Every LR above min_lr diverged earlier in the run: nothing left to search.
-            self._record["events"].append("search range collapsed to min_lr after divergence: keeping min_lr")
+            self._record["events"].append(
+                event("range_collapsed", "search range collapsed to min_lr after divergence: keeping min_lr"))
             self._record.update(tau=tau + self._candidates() * n, lr=cfg.min_lr)
             return self._start_keep(cfg.min_lr, restore=False, snapshot=True)
         self._record.update(tau=tau, explore_steps=n)
@@ -513,13 +516,15 @@ class StageController:
                     "noise": ": finite losses falling back between spikes, likely batch noise"}
             tag = tags.get(lowest.get("failure"), "")
             why = f"all {len(current)} candidates diverged (lowest lr {lowest['lr']:.3g}{tag})"
-        return self._retry(why, lowest["lr"], failure=lowest.get("failure"))
+        kind = "val_fn_failed" if on_val else "all_diverged"
+        return self._retry(kind, why, lowest["lr"], failure=lowest.get("failure"))
 
     def _keep_candidate(self, candidate: dict) -> Decision:
         self._record.update(lr=candidate["lr"], forecast=candidate["forecast"], trial_loss=candidate["trial_loss"])
         return self._start_keep(candidate["lr"], restore=True)
 
-    def _retry(self, why: str, failed_lr: float, *, failure: str | None, persist: bool = True) -> Decision:
+    def _retry(self, kind: EventKind, why: str, failed_lr: float, *, failure: str | None,
+               persist: bool = True) -> Decision:
         """Something failed at ``failed_lr``: restore S0 and go on below half of it.
 
         The stage's other candidates were measured from the same S0, so the best one left below the new
@@ -553,10 +558,10 @@ class StageController:
                           + self._advice_at_limit(failure, exhausted))
             else:
                 action = f"past the limit of {_MAX_ROLLBACKS} roll-backs (NaN/inf only): keeping lr {lr:.3g}"
-            self._event(f"autolrs stage {self._stage}: {why}; {action}")
+            self._event(kind, f"autolrs stage {self._stage}: {why}; {action}")
             r.update(lr=lr, forecast=None, trial_loss=None)
             return self._start_keep(lr, restore=True)
-        self._event(f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}")
+        self._event(kind, f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}")
         if not exhausted:
             best = self._best(self._attempt_candidates())
             if best is not None:
@@ -567,7 +572,7 @@ class StageController:
                 r.update(tau=plan[0], explore_steps=plan[1])
                 return self._start_search(restore=True, snapshot=False)
         lr = cfg.min_lr if exhausted else max(cfg.min_lr, min(self._hi, failed_lr / (cfg.trust_region or 3.0)))
-        self._event(f"no search: keeping lr={lr:.3g}", warn=False)
+        self._event("no_search", f"no search: keeping lr={lr:.3g}", warn=False)
         r.update(lr=lr, forecast=None, trial_loss=None)
         return self._start_keep(lr, restore=True)
 
@@ -629,12 +634,12 @@ class StageController:
             return "; check val_fn"
         return ""
 
-    def _event(self, message: str, *, warn: bool = True) -> None:
-        """Record ``message`` in the stage's events (and warn), once per stage: a stage that fails the same
-        way again (NaN at min_lr past the roll-back limit) adds nothing new."""
-        if message in self._record["events"]:
+    def _event(self, kind: EventKind, message: str, *, warn: bool = True) -> None:
+        """Record an event in the stage's record (and warn), once per stage: a stage that fails the same way
+        again (NaN at min_lr past the roll-back limit) adds nothing new."""
+        if any(e["message"] == message for e in self._record["events"]):
             return
-        self._record["events"].append(message)
+        self._record["events"].append(event(kind, message))
         if warn:
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
@@ -675,9 +680,9 @@ class StageController:
                 # The kept trajectory diverged: drop it, restore S0 and search lower LRs.
                 why = f"the kept trajectory at lr {self.lr:.3g} diverged" + self._describe(failure, self._keep_losses)
                 self._discard_keep()
-                return self._retry(why, self.lr, failure=failure)
-            self._event(f"autolrs stage {self._stage}: finite losses above the divergence threshold were kept: "
-                        f"the stage was already rolled back {_MAX_ROLLBACKS} times", warn=False)
+                return self._retry("rolled_back_diverged", why, self.lr, failure=failure)
+            self._event("spikes_kept", f"autolrs stage {self._stage}: finite losses above the divergence threshold "
+                        f"were kept: the stage was already rolled back {_MAX_ROLLBACKS} times", warn=False)
         self._push_tail(loss)
         window = r["explore_steps"] or _TAIL
         if r["kept_steps"] < r["tau"]:
@@ -724,7 +729,7 @@ class StageController:
                f"giving back the progress its {r['explore_steps']}-step trial had made (from "
                f"{r['start_loss']:.4g} to {r['trial_loss']:.4g})")
         self._discard_keep(reached)
-        return self._retry(why, self.lr, failure=None, persist=False)
+        return self._retry("rolled_back_lost_progress", why, self.lr, failure=None, persist=False)
 
     def _discard_keep(self, reached: float | None = None) -> None:
         """Take a failed kept phase off the kept trajectory (S0 will be restored); keep it in the record."""
@@ -760,7 +765,7 @@ class StageController:
         start_lr = self.lr if self._previous_lr is None else self._previous_lr
         record.update(tau=self.config.total_steps - self.steps_taken, lr=start_lr, keep_start_step=self.steps_taken)
         if record["kind"] == "hold":
-            record["events"].append("no search: too few steps left in the budget")
+            record["events"].append(event("no_search", "no search: too few steps left in the budget"))
         self._record = record
         self.phase = "decay"
         self.lr = self._decay_lr()
@@ -780,8 +785,8 @@ class StageController:
         self._keep_losses.append(loss)
         failure = self._failure_kind(self._keep_losses) if self._diverged(self._keep_losses) else None
         if failure is not None and self._rollbacks >= _MAX_ROLLBACKS and failure != "nonfinite":
-            self._event(f"autolrs stage {self._stage}: finite losses above the divergence threshold were kept: "
-                        f"the decay was already restarted {_MAX_ROLLBACKS} times", warn=False)
+            self._event("spikes_kept", f"autolrs stage {self._stage}: finite losses above the divergence threshold "
+                        f"were kept: the decay was already restarted {_MAX_ROLLBACKS} times", warn=False)
         elif failure is not None:
             failed = self.lr
             self._rollbacks += 1
@@ -791,7 +796,7 @@ class StageController:
                 message += (f"; restarted {_MAX_ROLLBACKS} times, the limit: from now on only a NaN/inf loss restarts "
                             "it" + self._advice_at_limit(failure, exhausted=False))
             self._discard_keep()
-            self._event(message)
+            self._event("decay_restarted", message)
             r.update(lr=r["lr"] / 2, tau=self.config.total_steps - self.steps_taken, keep_start_step=self.steps_taken)
             self._keep_losses = []
             self.lr = self._decay_lr()
@@ -859,9 +864,16 @@ class StageController:
 
     def check_state_dict(self, state: dict) -> None:
         """Raise if ``state`` cannot be loaded into this controller (changes nothing)."""
+        self._checked(state)
+
+    def _checked(self, state: dict) -> dict:
+        """``state`` checked, and upgraded (as a copy) when it was saved by the previous version."""
         if not isinstance(state, dict):
             raise TypeError(f"Expected a dict from StageController.state_dict(), but got {type(state).__name__}.")
         version = state.get("version")
+        if version == 3:
+            state = _upgrade_from_3(state)
+            version = state["version"]
         if version != STATE_VERSION:
             raise ValueError(
                 f"This state was saved by controller state version {version!r}; this autolrs reads version "
@@ -883,12 +895,25 @@ class StageController:
                 BayesianSearch.from_state_dict(copy.deepcopy(state["search"]))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"This autolrs state's search cannot be rebuilt: {error}") from None
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.check_state_dict(state)
+        state = self._checked(state)
         for name in self._STATE_FIELDS:
             setattr(self, name, copy.deepcopy(state[name.lstrip("_")]))
         self._search = None
         if state["search"] is not None:
             # Kept phases need it too: a rolled-back stage chooses among the same candidates again.
             self._search = BayesianSearch.from_state_dict(state["search"])
+
+
+def _upgrade_from_3(state: dict) -> dict:
+    """A version-3 state (events as plain strings) as version 4 (events as ``{kind, message}``), copied."""
+    state = copy.deepcopy(state)
+    records = [r for r in [*(state.get("history") or []), state.get("record")] if isinstance(r, dict)]
+    for record in records:
+        events = record.get("events")
+        if isinstance(events, list):
+            record["events"] = [event("note", e) if isinstance(e, str) else e for e in events]
+    state["version"] = 4
+    return state

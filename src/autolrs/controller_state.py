@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from .records import EVENT_KINDS
+
 __all__ = ["check_controller_state"]
 
 Check = Callable[[Any, str], None]
@@ -135,7 +137,8 @@ def _schema(floor: float | None) -> Check:
         "objective": _one_of("train", "val"), "min_lr": _lr, "max_lr": _lr, "start_loss": opt_loss,
         "previous_lr": opt_lr, "candidates": _list_of(candidate), "lr": opt_lr, "forecast": opt_loss,
         "trial_loss": opt_loss, "keep_start_step": _optional(_int), "kept_steps": _int,
-        "loss_reached": opt_loss, "discarded": _list_of(discarded), "events": _list_of(_string),
+        "loss_reached": opt_loss, "discarded": _list_of(discarded),
+        "events": _list_of(_dict({"kind": _one_of(*EVENT_KINDS), "message": _string})),
     }, optional={"rollbacks": _int})
     search = _dict({
         "min_lr": positive, "max_lr": positive, "kappa": non_negative, "seed": _int, "first_lr": opt_lr,

@@ -19,19 +19,24 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
-def _event_label(event: str) -> str:
+# What the stage table's note column says for each event kind (autolrs.records.EVENT_KINDS).
+EVENT_LABELS = {
+    "all_diverged": "all diverged",
+    "val_fn_failed": "val_fn failed",
+    "rolled_back_diverged": "rolled back (diverged)",
+    "rolled_back_lost_progress": "rolled back (lost progress)",
+    "decay_restarted": "decay restarted",
+    "spikes_kept": "spikes kept",
+    "range_collapsed": "range collapsed",
+    "no_search": "no search",
+    "stopped": "stopped",
+    "stopped_mid_search": "stopped mid-search",
+}
+
+
+def _event_label(event: dict) -> str:
     """A short label for a stage event (the full message is in the history and the warning)."""
-    if "val_fn returned" in event:
-        return "val_fn failed"
-    if "above the divergence threshold were kept" in event:
-        return "spikes kept"
-    if "giving back" in event:
-        return "rolled back (lost progress)"
-    if "diverged" in event:
-        return "rolled back (diverged)" if "kept" in event or "decay" in event else "all diverged"
-    if event.startswith("no search"):
-        return "no search"
-    return "stopped" if event.startswith("run finished") else event.split(":")[0]
+    return EVENT_LABELS.get(event["kind"], event["message"].split(":")[0])
 
 
 def stage_table(history: Sequence[dict]) -> str:
