@@ -14,7 +14,10 @@ returns the :class:`Decision` for the *next* step. The driver carries it out in 
 (``restore``), save the current state as S0 (``snapshot``), set ``lr``. The controller alone decides; it
 keeps no reference to models or tensors, and its whole state is plain data (:meth:`state_dict`). The
 arithmetic of the stage plan is :mod:`autolrs.stages`, the choice rule :mod:`autolrs.choice`, the failure
-tests :mod:`autolrs.safety`.
+tests :mod:`autolrs.safety`. The phases live in their own modules, as mixins of :class:`StageController`:
+:mod:`autolrs.candidate_search` (explore), :mod:`autolrs.kept_trajectory` (keep, decay) and
+:mod:`autolrs.rollback` (what a failure does); this module holds the state, the step dispatch, the warmup,
+the stage plan and the state dict.
 """
 
 from __future__ import annotations
@@ -23,66 +26,26 @@ import copy
 import math
 import warnings
 import zlib
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from . import stages
-from .choice import choose, objective
+from .candidate_search import CandidateSearch
 from .config import AutoLRSConfig
 from .controller_state import check_controller_state
-from .forecast import forecast_loss
-from .records import EventKind, event
-from .safety import divergence_threshold, diverged, failure_kind, lost_progress
+from .decision import LR_RTOL, TAIL, TAIL_MAX, Decision, Phase, finite_or_none
+from .kept_trajectory import KeptTrajectory
+from .records import event
+from .rollback import RollBack
+from .safety import divergence_threshold, diverged, failure_kind
 from .search import BayesianSearch
 
 __all__ = ["Decision", "Phase", "StageController", "STATE_VERSION"]
 
-Phase = Literal["warmup", "explore", "keep", "decay", "done"]
 STATE_VERSION = 4  # 4: events are {kind, message}; a version-3 state is upgraded on load
-# The loss a stage starts from is the mean of the last kept losses: at least _TAIL of them and two
-# candidate windows' worth (as precise as the levels it is compared with); at most _TAIL_MAX are kept.
-_TAIL = 10
-_TAIL_MAX = 256
-# A stage is rolled back to its snapshot (all candidates diverged, the kept trajectory diverged or lost its
-# progress, the decay diverged) at most this many times. The last roll-back keeps the lowest LR tried, and
-# from then on only a NaN/inf loss rolls the stage back (a non-finite state is never kept): batch noise taken
-# for divergence once rolled one stage back 142 times in a row (total_steps=None, chi-square losses).
-_MAX_ROLLBACKS = 3
-# Relative tolerance of LR comparisons (an LR "at" a bound).
-_LR_RTOL = 1e-4
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the driver does before the next optimizer step.
-
-    Attributes:
-        lr: the LR of the next step (the searched LR; a driver scales it per param group).
-        phase: the phase the next step belongs to.
-        restore: restore the stage snapshot S0 first (a candidate ended, or the search did).
-        snapshot: then save the current state as the new S0 (a stage starts).
-        done: the budget is spent; no further step is expected.
-    """
-
-    lr: float
-    phase: Phase
-    restore: bool = False
-    snapshot: bool = False
-    done: bool = False
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def _stage_seed(seed: int, stage: int, attempt: int) -> int:
-    """An independent, reproducible seed per stage and retry (no RNG state to save or restore)."""
-    return int(np.random.SeedSequence([seed, stage, attempt]).generate_state(1)[0])
-
-
-class StageController:
+class StageController(CandidateSearch, RollBack, KeptTrajectory):
     """Decides every LR of an AutoLRS run from the losses it is told.
 
     Args:
@@ -117,7 +80,7 @@ class StageController:
         self._stage = 0
         self._tau_next = config.stage_steps
         self._attempt = 0
-        self._rollbacks = 0                  # roll-backs of the stage in progress (at most _MAX_ROLLBACKS)
+        self._rollbacks = 0                  # roll-backs of the stage in progress (at most MAX_ROLLBACKS)
         self._record: dict | None = None     # the stage in progress
         self._candidate: dict | None = None  # the candidate in progress
         self._keep_losses: list[float] = []
@@ -348,7 +311,7 @@ class StageController:
 
     def _begin_stage(self) -> Decision:
         cfg = self.config
-        span = max(_TAIL, 2 * self._explore_length(self._tau_next))
+        span = max(TAIL, 2 * self._explore_length(self._tau_next))
         self._start_loss = float(np.mean(self._tail[-span:])) if self._tail else None
         self._keep_losses = []
         self._hi = self._max_lr
@@ -361,7 +324,7 @@ class StageController:
         objective_kind = "val" if cfg.use_validation and self._tau_next >= cfg.max_stage_steps else "train"
         self._record = self._new_record("search", objective_kind)
         tau, n = plan
-        if self._hi <= cfg.min_lr * (1 + _LR_RTOL):
+        if self._hi <= cfg.min_lr * (1 + LR_RTOL):
             # Every LR above min_lr diverged earlier in the run: nothing left to search.
             self._record["events"].append(
                 event("range_collapsed", "search range collapsed to min_lr after divergence: keeping min_lr"))
@@ -379,443 +342,11 @@ class StageController:
             "discarded": [], "events": [],
         }
 
-    # -- search ------------------------------------------------------------------------------------
-    def _warm_lr(self) -> float | None:
-        """The previous stage's LR, proposed first (warm start), when it is a candidate of this search."""
-        if not self.config.warm_start or self._attempt > 0 or self._previous_lr is None:
-            return None
-        return self._previous_lr if self._previous_lr <= self._hi * (1 + _LR_RTOL) else None
-
-    def _search_range(self) -> tuple[float, float]:
-        """The search's LR range: ``[min_lr, bound]``, or with ``trust_region`` a band around the last LR.
-
-        A retry after divergence searches the band just below its bound (the whole range below it without
-        ``trust_region``).
-        """
-        cfg = self.config
-        lo, hi = cfg.min_lr, self._hi
-        if cfg.trust_region is None:
-            return lo, hi
-        if self._attempt > 0:
-            return max(lo, hi / cfg.trust_region ** 2), hi
-        if self._previous_lr is not None:
-            band = (max(lo, self._previous_lr / cfg.trust_region), min(hi, self._previous_lr * cfg.trust_region))
-            if band[1] > band[0] * (1 + _LR_RTOL):
-                return band
-        return lo, hi
-
-    def _start_search(self, *, restore: bool, snapshot: bool) -> Decision:
-        cfg = self.config
-        lo, hi = self._search_range()
-        self._search = BayesianSearch(lo, hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
-                                      first_lr=self._warm_lr(), initial=self._grid())
-        self._record.update(min_lr=lo, max_lr=hi)
-        self.phase = "explore"
-        return self._start_candidate(restore=restore, snapshot=snapshot)
-
-    def _start_candidate(self, *, restore: bool, snapshot: bool = False) -> Decision:
-        self.lr = self._search.ask()
-        self._candidate = {"lr": self.lr, "attempt": self._attempt, "steps": 0, "losses": [], "val_steps": [],
-                           "val_losses": [], "forecast": None, "trial_loss": None, "diverged": False,
-                           "failure": None}
-        return Decision(self.lr, "explore", restore=restore, snapshot=snapshot)
-
-    def _val_interval(self) -> int:
-        return max(1, self._record["explore_steps"] // self.config.val_points)
-
-    def _explore_step(self, loss: float, val_loss: float | None) -> Decision:
-        c = self._candidate
-        c["steps"] += 1
-        c["losses"].append(loss)
-        if val_loss is not None:
-            c["val_steps"].append(c["steps"])
-            c["val_losses"].append(val_loss)
-        if not self._tail and c["steps"] == 1 and math.isfinite(loss):
-            # No kept loss yet (first stage, no warmup): every candidate's first loss is taken at S0,
-            # so their mean estimates the start loss.
-            firsts = [x["losses"][0] for x in self._record["candidates"] if x["losses"] and x["losses"][0] is not None]
-            self._start_loss = float(np.mean(firsts + [loss]))
-            self._record["start_loss"] = self._start_loss
-        failure = None
-        if self._diverged(c["losses"]):
-            failure = self._failure_kind(c["losses"])
-        elif val_loss is not None and not math.isfinite(val_loss):
-            failure = "val_nan" if math.isnan(val_loss) else "val_inf"  # the training losses were finite
-        if failure is None and c["steps"] < self._record["explore_steps"]:
-            return Decision(self.lr, "explore")
-        self._close_candidate(failure)
-        if len(self._attempt_candidates()) < self._candidates():
-            return self._start_candidate(restore=True)
-        return self._choose()
-
-    def _close_candidate(self, failure: str | None) -> None:
-        """Forecast the candidate and tell the search; ``failure``: how it failed (:func:`failure_kind`, or
-        ``"val_nan"``/``"val_inf"``: ``val_fn`` returned NaN/inf), None if it did not."""
-        c, cfg, r = self._candidate, self.config, self._record
-        failed = failure is not None
-        if failed:
-            c["diverged"], c["failure"] = True, failure
-        else:
-            if r["objective"] == "val":
-                series, steps, kind, horizon = c["val_losses"], c["val_steps"], "val", r["tau"]
-            else:
-                # The kept stage reports the mean of its last tau' losses, centred (tau' - 1) / 2 steps
-                # before its end; index 0 is the loss of the candidate's first step.
-                n = min(r["explore_steps"], r["tau"])
-                series, steps, kind, horizon = c["losses"], None, "train", r["tau"] - 1 - (n - 1) / 2
-            forecast = forecast_loss(series, horizon, steps=steps, kind=kind, floor=cfg.loss_floor,
-                                     max_extrapolation=cfg.max_extrapolation)
-            c["forecast"], c["trial_loss"] = forecast.value, forecast.observed_end
-        value = math.inf if failed else objective(c["forecast"], self._start_loss, cfg.loss_floor)
-        self._search.tell(c["lr"], value)
-        c["losses"] = [_finite_or_none(x) for x in c["losses"]]
-        c["val_losses"] = [_finite_or_none(x) for x in c["val_losses"]]
-        r["candidates"].append(c)
-        self._candidate = None
-
-    def _attempt_candidates(self) -> list[dict]:
-        return [x for x in self._record["candidates"] if x["attempt"] == self._attempt]
-
-    def _best(self, candidates: list[dict]) -> dict | None:
-        """The stage's choice among candidates that did not diverge and lie in the current range.
-
-        Each gets a score on the objective's scale: the GP posterior mean at its LR (``choose="posterior"``:
-        its white-noise term shrinks a lucky forecast toward its neighbours) or its own forecast
-        (``"forecast"``, the reference code); :func:`~autolrs.choice.choose` takes the largest LR within
-        ``tolerance`` of the best.
-        """
-        cfg = self.config
-        valid = [x for x in candidates if not x["diverged"] and x["lr"] <= self._hi * (1 + 1e-9)]
-        if not valid:
-            return None
-        if cfg.choose == "posterior":
-            scores = self._search.posterior([self._search.to_unit(x["lr"]) for x in valid])[0]
-        else:
-            scores = [objective(x["forecast"], self._start_loss, cfg.loss_floor) for x in valid]
-        index = choose([x["lr"] for x in valid], scores, cfg.tolerance, log_scale=cfg.loss_floor is not None)
-        return valid[index]
-
-    def _choose(self) -> Decision:
-        current = self._attempt_candidates()
-        best = self._best(current)
-        if best is not None:
-            return self._keep_candidate(best)
-        lowest = min(current, key=lambda x: x["lr"])
-        on_val = sorted((x for x in current if str(x.get("failure")).startswith("val_")), key=lambda x: x["lr"])
-        if on_val:
-            # A NaN validation loss after finite training losses: the weights turned NaN at the last step, or
-            # val_fn fails. Either way it is val_fn that returned it, not the loss that diverged.
-            what = "NaN" if any(x["failure"] == "val_nan" for x in on_val) else "inf"
-            others = f" and at {len(on_val) - 1} higher lrs" if len(on_val) > 1 else ""
-            rest = len(current) - len(on_val)
-            why = (f"val_fn returned {what} at lr {on_val[0]['lr']:.3g}{others} while the training losses stayed "
-                   f"finite (all {len(current)} candidates failed"
-                   + (f", {rest} of them by a diverging training loss)" if rest else ")"))
-        else:
-            tags = {"nonfinite": ": NaN/inf", "explosion": ": its loss rose above the threshold and stayed there",
-                    "noise": ": finite losses falling back between spikes, likely batch noise"}
-            tag = tags.get(lowest.get("failure"), "")
-            why = f"all {len(current)} candidates diverged (lowest lr {lowest['lr']:.3g}{tag})"
-        kind = "val_fn_failed" if on_val else "all_diverged"
-        return self._retry(kind, why, lowest["lr"], failure=lowest.get("failure"))
-
-    def _keep_candidate(self, candidate: dict) -> Decision:
-        self._record.update(lr=candidate["lr"], forecast=candidate["forecast"], trial_loss=candidate["trial_loss"])
-        return self._start_keep(candidate["lr"], restore=True)
-
-    def _retry(self, kind: EventKind, why: str, failed_lr: float, *, failure: str | None,
-               persist: bool = True) -> Decision:
-        """Something failed at ``failed_lr``: restore S0 and go on below half of it.
-
-        The stage's other candidates were measured from the same S0, so the best one left below the new
-        bound is kept without a new search. When none is left: after a divergence (``persist``) the stage is
-        searched again below the bound; after lost progress it keeps ``failed_lr / trust_region`` (one band
-        step down, 3x without a trust region) without a new search. The range never leaves
-        ``[min_lr, max_lr]``: when even ``min_lr`` failed it is kept, with a warning. With ``persist`` a
-        divergence above ``min_lr`` also lowers the run-wide bound (:meth:`_lower_run_bound`); a failure at
-        ``min_lr``, or one that looks like batch noise, bounds its own stage only.
-
-        ``failure`` is how it failed (:func:`~autolrs.safety.failure_kind`, ``"val_nan"``/``"val_inf"``, or
-        None for lost progress); it decides the advice. The ``_MAX_ROLLBACKS``-th roll-back of a stage keeps
-        the lowest LR tried (below the new bound, at least ``min_lr``) for the rest of the stage, and from then
-        on only a NaN/inf loss rolls it back again.
-        """
-        cfg, r = self.config, self._record
-        exhausted = failed_lr <= cfg.min_lr * (1 + _LR_RTOL)
-        self._rollbacks += 1
-        self._hi = max(cfg.min_lr, min(self._hi, failed_lr / 2.0))
-        if persist and not exhausted and failure != "noise":
-            self._lower_run_bound(self._hi)
-        if exhausted:
-            why += self._advice_at_min_lr(failure)
-        r["max_lr"] = self._hi
-        if self._rollbacks >= _MAX_ROLLBACKS:
-            tried = [x["lr"] for x in r["candidates"]] + [d["lr"] for d in r["discarded"]]
-            lr = max(cfg.min_lr, min([self._hi, *tried]))
-            if self._rollbacks == _MAX_ROLLBACKS:
-                action = (f"rolled back {_MAX_ROLLBACKS} times in this stage, the limit: keeping lr {lr:.3g} for the "
-                          "rest of the stage, which only a NaN/inf loss rolls back from now on"
-                          + self._advice_at_limit(failure, exhausted))
-            else:
-                action = f"past the limit of {_MAX_ROLLBACKS} roll-backs (NaN/inf only): keeping lr {lr:.3g}"
-            self._event(kind, f"autolrs stage {self._stage}: {why}; {action}")
-            r.update(lr=lr, forecast=None, trial_loss=None)
-            return self._start_keep(lr, restore=True)
-        self._event(kind, f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}")
-        if not exhausted:
-            best = self._best(self._attempt_candidates())
-            if best is not None:
-                return self._keep_candidate(best)
-            plan = self._plan_retry() if persist else None
-            if plan is not None and self._hi > cfg.min_lr * (1 + _LR_RTOL):
-                self._attempt += 1
-                r.update(tau=plan[0], explore_steps=plan[1])
-                return self._start_search(restore=True, snapshot=False)
-        lr = cfg.min_lr if exhausted else max(cfg.min_lr, min(self._hi, failed_lr / (cfg.trust_region or 3.0)))
-        self._event("no_search", f"no search: keeping lr={lr:.3g}", warn=False)
-        r.update(lr=lr, forecast=None, trial_loss=None)
-        return self._start_keep(lr, restore=True)
-
-    def _lower_run_bound(self, bound: float) -> None:
-        """Lower the run-wide ``max_lr`` after a divergence above ``min_lr``: to ``bound``, never below a floor.
-
-        A later stage recovers from a bound left too high: a candidate above its divergence point stops at
-        once (a few steps lost) and the stage lowers its own bound. It never recovers from one set too low:
-        the run-wide bound only falls and no stage searches above it. So one failure lowers it to half the
-        failed LR, never below one trust band above ``min_lr`` (``min_lr x trust_region``, 3x without a trust
-        region): the next stage can still compare LRs over that band, including the LR near ``min_lr`` that
-        failed (it may have failed on batch noise; if not, it fails again there at the cost of one
-        candidate). A failure at ``min_lr`` itself lowers nothing beyond its stage (:meth:`_retry`): it says
-        nothing about higher LRs that the failures above it had not already said, and it once pinned the
-        whole rest of a run to ``min_lr`` after one noisy window. Nor does a failure that looks like batch
-        noise (finite losses falling back between spikes, :func:`~autolrs.safety.failure_kind`): it is no
-        evidence about the LR, and four of them in one stage once took a run's ``max_lr`` from 1.0 to min_lr.
-        """
-        cfg = self.config
-        floor = min(cfg.max_lr, cfg.min_lr * (cfg.trust_region or 3.0))
-        self._max_lr = min(self._max_lr, max(bound, floor))
-
-    def _describe(self, failure: str | None, losses: list[float]) -> str:
-        """A parenthesised account of a failed series, for the messages."""
-        threshold = self._threshold()
-        if failure == "nonfinite":
-            return " (the loss went NaN/inf)"
-        if failure == "explosion":
-            return f" (its loss rose above {threshold:.4g}, divergence_factor x the start loss, and stayed there)"
-        if failure == "noise":
-            median = float(np.median(losses[-5:]))
-            return (f" (finite losses: the median of the last 5, {median:.4g}, is above {threshold:.4g} but they fell "
-                    "back below it between spikes: likely batch noise)")
-        return ""
-
-    def _advice_at_min_lr(self, failure: str | None) -> str:
-        """What to change when even ``min_lr`` failed, by how it failed: only what the failure shows."""
-        cfg = self.config
-        at = f"min_lr={cfg.min_lr:.3g}"
-        if failure in ("nonfinite", "explosion"):
-            return f"; {at} itself diverged: lower min_lr"
-        if failure == "noise":
-            return (f"; at {at} the losses stayed finite and fell back below the divergence threshold between spikes: "
-                    f"batch noise, not divergence: raise divergence_factor (now {cfg.divergence_factor:g}) or "
-                    "average the loss over more samples")
-        if failure in ("val_nan", "val_inf"):
-            return f"; {at} failed too: check val_fn"
-        return f"; {at} is the lowest lr allowed"
-
-    def _advice_at_limit(self, failure: str | None, exhausted: bool) -> str:
-        """What to change when a stage reaches the roll-back limit above ``min_lr``: only for noise or val_fn
-        (a real divergence above ``min_lr`` is handled: the bounds fall below it)."""
-        if exhausted:
-            return ""  # _advice_at_min_lr said it
-        if failure == "noise":
-            return (f"; the failure had finite losses that fell back between spikes: if it is batch noise, raise "
-                    f"divergence_factor (now {self.config.divergence_factor:g}) or average the loss over more samples")
-        if failure in ("val_nan", "val_inf"):
-            return "; check val_fn"
-        return ""
-
-    def _event(self, kind: EventKind, message: str, *, warn: bool = True) -> None:
-        """Record an event in the stage's record (and warn), once per stage: a stage that fails the same way
-        again (NaN at min_lr past the roll-back limit) adds nothing new."""
-        if any(e["message"] == message for e in self._record["events"]):
-            return
-        self._record["events"].append(event(kind, message))
-        if warn:
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
-
-    def _plan_retry(self) -> tuple[int, int] | None:
-        """``(tau, tau')`` of a new search of the current stage from S0, or None if none fits."""
-        cfg = self.config
-        remaining, k = self._remaining(), self._candidates() + 1  # +1: the retry may open with a grid
-        n = self._record["explore_steps"]
-        if remaining is None:
-            return self._record["tau"], n
-        if remaining < (k + 1) * cfg.min_explore_steps:
-            return None
-        n = max(cfg.min_explore_steps, min(n, remaining // (2 * k)))
-        return max(n, min(self._record["tau"], remaining - k * n)), n
-
-    # -- kept stage --------------------------------------------------------------------------------
-    def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision:
-        # Candidates that diverged stopped early and left steps over: if what would remain after this
-        # stage is too little for another stage, it is kept here rather than run as a tiny last stage.
-        smallest = (self.config.candidates + 1) * self.config.min_explore_steps
-        self._record["tau"] = stages.keep_length(self._remaining(), self._record["tau"], smallest)
-        self.phase = "keep"
-        self.lr = lr
-        self._record.update(keep_start_step=self.steps_taken, kept_steps=0)
-        self._keep_losses = []
-        if self._record["tau"] <= 0:
-            return self._end_stage(restore=restore, snapshot=snapshot)
-        return Decision(lr, "keep", restore=restore, snapshot=snapshot)
-
-    def _keep_step(self, loss: float, val_loss: float | None) -> Decision:
-        r = self._record
-        r["kept_steps"] += 1
-        self.kept_steps += 1
-        self._keep_losses.append(loss)
-        if self._diverged(self._keep_losses):
-            failure = self._failure_kind(self._keep_losses)
-            if self._rollbacks < _MAX_ROLLBACKS or failure == "nonfinite":
-                # The kept trajectory diverged: drop it, restore S0 and search lower LRs.
-                why = f"the kept trajectory at lr {self.lr:.3g} diverged" + self._describe(failure, self._keep_losses)
-                self._discard_keep()
-                return self._retry("rolled_back_diverged", why, self.lr, failure=failure)
-            self._event("spikes_kept", f"autolrs stage {self._stage}: finite losses above the divergence threshold "
-                        f"were kept: the stage was already rolled back {_MAX_ROLLBACKS} times", warn=False)
-        self._push_tail(loss)
-        window = r["explore_steps"] or _TAIL
-        if r["kept_steps"] < r["tau"]:
-            # The first stage is also checked at 4, 8, 16, ... windows: a dead network is stopped early.
-            ratio = r["kept_steps"] // window
-            if (r["kept_steps"] % window == 0 and ratio >= 4 and ratio & (ratio - 1) == 0
-                    and self._lost_progress(at_end=False)):
-                return self._roll_back_lost_progress()
-            return Decision(self.lr, "keep")
-        if val_loss is not None:
-            r["loss_reached"] = _finite_or_none(val_loss)
-        else:
-            r["loss_reached"] = _finite_or_none(float(np.mean(self._keep_losses[-window:])))
-            if self._lost_progress(at_end=True):
-                return self._roll_back_lost_progress()
-        return self._end_stage()
-
-    def _lost_progress(self, *, at_end: bool) -> bool:
-        """:func:`~autolrs.safety.lost_progress` on this stage, when a roll-back could still be redone."""
-        r = self._record
-        start, trial = r["start_loss"], r["trial_loss"]
-        if start is None or trial is None or r["objective"] != "train" or self._rollbacks >= _MAX_ROLLBACKS:
-            return False
-        remaining = self._remaining()
-        if remaining is not None and remaining < r["kept_steps"]:
-            return False  # too few steps left to redo the stage: its gain, however small, is kept
-        first_stage = r["previous_lr"] is None
-        window = r["explore_steps"] or _TAIL
-        n = 2 * window
-        if at_end:
-            # The first stage is judged by where it ends, over the window its reached loss is measured on:
-            # a network killed in its last steps (MNIST-1D at a 1000-step budget, LR 0.44) passes an average
-            # over the last quarter and hands a dead model to every later stage. Later stages, whose losses
-            # wander as much as a trial gains, are judged on their last quarter.
-            n = window if first_stage else max(n, r["kept_steps"] // 4)
-        if len(self._keep_losses) < n:
-            return False
-        return lost_progress(start, trial, self._keep_losses[-n:], first_stage=first_stage, at_end=at_end)
-
-    def _roll_back_lost_progress(self) -> Decision:
-        r = self._record
-        reached = float(np.mean(self._keep_losses[-2 * (r["explore_steps"] or _TAIL):]))
-        why = (f"the kept stage at lr {self.lr:.3g} went back to loss {reached:.4g} after {r['kept_steps']} steps, "
-               f"giving back the progress its {r['explore_steps']}-step trial had made (from "
-               f"{r['start_loss']:.4g} to {r['trial_loss']:.4g})")
-        self._discard_keep(reached)
-        return self._retry("rolled_back_lost_progress", why, self.lr, failure=None, persist=False)
-
-    def _discard_keep(self, reached: float | None = None) -> None:
-        """Take a failed kept phase off the kept trajectory (S0 will be restored); keep it in the record."""
-        r = self._record
-        r["discarded"].append({"start_step": r["keep_start_step"], "steps": r["kept_steps"], "lr": self.lr,
-                               "loss_reached": None if reached is None else _finite_or_none(reached)})
-        self.kept_steps -= r["kept_steps"]
-        finite = sum(1 for x in self._keep_losses if math.isfinite(x))
-        self._tail = self._tail[: max(0, len(self._tail) - finite)]
-        r.update(kept_steps=0, loss_reached=None, keep_start_step=None)
-
-    def _end_stage(self, *, restore: bool = False, snapshot: bool = False) -> Decision:
-        self._close_stage()
-        self._previous_lr = self.lr
-        self._tau_next = min(2 * self._tau_next, self.config.max_stage_steps)
-        self._stage += 1
-        if self.config.total_steps is not None and self.steps_taken >= self.config.total_steps:
-            self.phase = "done"
-            return Decision(self.lr, "done", restore=restore, done=True)
-        decision = self._begin_stage()
-        return Decision(decision.lr, decision.phase, restore=restore or decision.restore,
-                        snapshot=snapshot or decision.snapshot, done=decision.done)
-
-    # -- decay phase -------------------------------------------------------------------------------
-    def _begin_decay(self) -> Decision:
-        """The rest of the budget: the LR falls linearly from the last stage's LR to zero, no search.
-
-        A short remainder with ``decay_fraction=0`` keeps the last LR instead. The phase starts from a
-        snapshot, so that a divergence (unlikely: the LR only falls) is rolled back and the decay restarted
-        from half the LR.
-        """
-        record = self._new_record("decay" if self.config.decay_steps else "hold", "train")
-        start_lr = self.lr if self._previous_lr is None else self._previous_lr
-        record.update(tau=self.config.total_steps - self.steps_taken, lr=start_lr, keep_start_step=self.steps_taken)
-        if record["kind"] == "hold":
-            record["events"].append(event("no_search", "no search: too few steps left in the budget"))
-        self._record = record
-        self.phase = "decay"
-        self.lr = self._decay_lr()
-        return Decision(self.lr, "decay", snapshot=True)
-
-    def _decay_lr(self) -> float:
-        r = self._record
-        if r["kind"] == "hold":
-            return r["lr"]
-        # Linear to zero: the i-th of n steps runs at lr * (n - i) / (n + 1), never exactly 0.
-        return r["lr"] * (r["tau"] - r["kept_steps"]) / (r["tau"] + 1)
-
-    def _decay_step(self, loss: float) -> Decision:
-        r = self._record
-        r["kept_steps"] += 1
-        self.kept_steps += 1
-        self._keep_losses.append(loss)
-        failure = self._failure_kind(self._keep_losses) if self._diverged(self._keep_losses) else None
-        if failure is not None and self._rollbacks >= _MAX_ROLLBACKS and failure != "nonfinite":
-            self._event("spikes_kept", f"autolrs stage {self._stage}: finite losses above the divergence threshold "
-                        f"were kept: the decay was already restarted {_MAX_ROLLBACKS} times", warn=False)
-        elif failure is not None:
-            failed = self.lr
-            self._rollbacks += 1
-            message = (f"autolrs stage {self._stage}: the decay from lr {r['lr']:.3g} diverged at lr {failed:.3g}"
-                       f"{self._describe(failure, self._keep_losses)}; restarting it from lr {r['lr'] / 2:.3g}")
-            if self._rollbacks == _MAX_ROLLBACKS:
-                message += (f"; restarted {_MAX_ROLLBACKS} times, the limit: from now on only a NaN/inf loss restarts "
-                            "it" + self._advice_at_limit(failure, exhausted=False))
-            self._discard_keep()
-            self._event("decay_restarted", message)
-            r.update(lr=r["lr"] / 2, tau=self.config.total_steps - self.steps_taken, keep_start_step=self.steps_taken)
-            self._keep_losses = []
-            self.lr = self._decay_lr()
-            return Decision(self.lr, "decay", restore=True)
-        self._push_tail(loss)
-        if self.steps_taken >= self.config.total_steps:
-            n = max(1, min(len(self._keep_losses), self.config.explore_steps))
-            r["loss_reached"] = _finite_or_none(float(np.mean(self._keep_losses[-n:])))
-            self._close_stage()
-            self.phase = "done"
-            return Decision(self.lr, "done", done=True)
-        self.lr = self._decay_lr()
-        return Decision(self.lr, "decay")
-
     # -- bookkeeping -------------------------------------------------------------------------------
     def _close_stage(self) -> None:
         if self._candidate is not None:  # interrupted mid-candidate
-            self._candidate["losses"] = [_finite_or_none(x) for x in self._candidate["losses"]]
-            self._candidate["val_losses"] = [_finite_or_none(x) for x in self._candidate["val_losses"]]
+            self._candidate["losses"] = [finite_or_none(x) for x in self._candidate["losses"]]
+            self._candidate["val_losses"] = [finite_or_none(x) for x in self._candidate["val_losses"]]
             self._candidate["interrupted"] = True
             self._record["candidates"].append(self._candidate)
             self._candidate = None
@@ -835,7 +366,7 @@ class StageController:
     def _push_tail(self, loss: float) -> None:
         if math.isfinite(loss):
             self._tail.append(loss)
-            del self._tail[:-_TAIL_MAX]
+            del self._tail[:-TAIL_MAX]
 
     def _threshold(self) -> float | None:
         return divergence_threshold(self._start_loss, self.config.divergence_factor)

@@ -1,0 +1,174 @@
+"""The candidate search of a stage: each candidate LR from S0 for tau' steps, its forecast, the choice.
+
+A mixin of :class:`~autolrs.controller.StageController` (it reads and writes the controller's state): the
+stage's candidates come from :class:`~autolrs.search.BayesianSearch` (an opening grid, then GP proposals),
+each window's loss curve is forecast to the stage's end (:mod:`autolrs.forecast`), and the stage keeps the
+candidate :func:`~autolrs.choice.choose` picks on the GP posterior. Failures go to
+:class:`~autolrs.rollback.RollBack`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .choice import choose, objective
+from .decision import LR_RTOL, Decision, finite_or_none
+from .forecast import forecast_loss
+from .search import BayesianSearch
+
+__all__ = ["CandidateSearch"]
+
+
+def _stage_seed(seed: int, stage: int, attempt: int) -> int:
+    """An independent, reproducible seed per stage and retry (no RNG state to save or restore)."""
+    return int(np.random.SeedSequence([seed, stage, attempt]).generate_state(1)[0])
+
+
+class CandidateSearch:
+    """The ``explore`` phase of :class:`~autolrs.controller.StageController`."""
+
+    def _warm_lr(self) -> float | None:
+        """The previous stage's LR, proposed first (warm start), when it is a candidate of this search."""
+        if not self.config.warm_start or self._attempt > 0 or self._previous_lr is None:
+            return None
+        return self._previous_lr if self._previous_lr <= self._hi * (1 + LR_RTOL) else None
+
+    def _search_range(self) -> tuple[float, float]:
+        """The search's LR range: ``[min_lr, bound]``, or with ``trust_region`` a band around the last LR.
+
+        A retry after divergence searches the band just below its bound (the whole range below it without
+        ``trust_region``).
+        """
+        cfg = self.config
+        lo, hi = cfg.min_lr, self._hi
+        if cfg.trust_region is None:
+            return lo, hi
+        if self._attempt > 0:
+            return max(lo, hi / cfg.trust_region ** 2), hi
+        if self._previous_lr is not None:
+            band = (max(lo, self._previous_lr / cfg.trust_region), min(hi, self._previous_lr * cfg.trust_region))
+            if band[1] > band[0] * (1 + LR_RTOL):
+                return band
+        return lo, hi
+
+    def _start_search(self, *, restore: bool, snapshot: bool) -> Decision:
+        cfg = self.config
+        lo, hi = self._search_range()
+        self._search = BayesianSearch(lo, hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
+                                      first_lr=self._warm_lr(), initial=self._grid())
+        self._record.update(min_lr=lo, max_lr=hi)
+        self.phase = "explore"
+        return self._start_candidate(restore=restore, snapshot=snapshot)
+
+    def _start_candidate(self, *, restore: bool, snapshot: bool = False) -> Decision:
+        self.lr = self._search.ask()
+        self._candidate = {"lr": self.lr, "attempt": self._attempt, "steps": 0, "losses": [], "val_steps": [],
+                           "val_losses": [], "forecast": None, "trial_loss": None, "diverged": False,
+                           "failure": None}
+        return Decision(self.lr, "explore", restore=restore, snapshot=snapshot)
+
+    def _val_interval(self) -> int:
+        return max(1, self._record["explore_steps"] // self.config.val_points)
+
+    def _explore_step(self, loss: float, val_loss: float | None) -> Decision:
+        c = self._candidate
+        c["steps"] += 1
+        c["losses"].append(loss)
+        if val_loss is not None:
+            c["val_steps"].append(c["steps"])
+            c["val_losses"].append(val_loss)
+        if not self._tail and c["steps"] == 1 and math.isfinite(loss):
+            # No kept loss yet (first stage, no warmup): every candidate's first loss is taken at S0,
+            # so their mean estimates the start loss.
+            firsts = [x["losses"][0] for x in self._record["candidates"] if x["losses"] and x["losses"][0] is not None]
+            self._start_loss = float(np.mean(firsts + [loss]))
+            self._record["start_loss"] = self._start_loss
+        failure = None
+        if self._diverged(c["losses"]):
+            failure = self._failure_kind(c["losses"])
+        elif val_loss is not None and not math.isfinite(val_loss):
+            failure = "val_nan" if math.isnan(val_loss) else "val_inf"  # the training losses were finite
+        if failure is None and c["steps"] < self._record["explore_steps"]:
+            return Decision(self.lr, "explore")
+        self._close_candidate(failure)
+        if len(self._attempt_candidates()) < self._candidates():
+            return self._start_candidate(restore=True)
+        return self._choose()
+
+    def _close_candidate(self, failure: str | None) -> None:
+        """Forecast the candidate and tell the search; ``failure``: how it failed (:func:`failure_kind`, or
+        ``"val_nan"``/``"val_inf"``: ``val_fn`` returned NaN/inf), None if it did not."""
+        c, cfg, r = self._candidate, self.config, self._record
+        failed = failure is not None
+        if failed:
+            c["diverged"], c["failure"] = True, failure
+        else:
+            if r["objective"] == "val":
+                series, steps, kind, horizon = c["val_losses"], c["val_steps"], "val", r["tau"]
+            else:
+                # The kept stage reports the mean of its last tau' losses, centred (tau' - 1) / 2 steps
+                # before its end; index 0 is the loss of the candidate's first step.
+                n = min(r["explore_steps"], r["tau"])
+                series, steps, kind, horizon = c["losses"], None, "train", r["tau"] - 1 - (n - 1) / 2
+            forecast = forecast_loss(series, horizon, steps=steps, kind=kind, floor=cfg.loss_floor,
+                                     max_extrapolation=cfg.max_extrapolation)
+            c["forecast"], c["trial_loss"] = forecast.value, forecast.observed_end
+        value = math.inf if failed else objective(c["forecast"], self._start_loss, cfg.loss_floor)
+        self._search.tell(c["lr"], value)
+        c["losses"] = [finite_or_none(x) for x in c["losses"]]
+        c["val_losses"] = [finite_or_none(x) for x in c["val_losses"]]
+        r["candidates"].append(c)
+        self._candidate = None
+
+    def _attempt_candidates(self) -> list[dict]:
+        return [x for x in self._record["candidates"] if x["attempt"] == self._attempt]
+
+    def _best(self, candidates: list[dict]) -> dict | None:
+        """The stage's choice among candidates that did not diverge and lie in the current range.
+
+        Each gets a score on the objective's scale: the GP posterior mean at its LR (``choose="posterior"``:
+        its white-noise term shrinks a lucky forecast toward its neighbours) or its own forecast
+        (``"forecast"``, the reference code); :func:`~autolrs.choice.choose` takes the largest LR within
+        ``tolerance`` of the best.
+        """
+        cfg = self.config
+        valid = [x for x in candidates if not x["diverged"] and x["lr"] <= self._hi * (1 + 1e-9)]
+        if not valid:
+            return None
+        if cfg.choose == "posterior":
+            scores = self._search.posterior([self._search.to_unit(x["lr"]) for x in valid])[0]
+        else:
+            scores = [objective(x["forecast"], self._start_loss, cfg.loss_floor) for x in valid]
+        index = choose([x["lr"] for x in valid], scores, cfg.tolerance, log_scale=cfg.loss_floor is not None)
+        return valid[index]
+
+    def _choose(self) -> Decision:
+        current = self._attempt_candidates()
+        best = self._best(current)
+        if best is not None:
+            return self._keep_candidate(best)
+        lowest = min(current, key=lambda x: x["lr"])
+        on_val = sorted((x for x in current if str(x.get("failure")).startswith("val_")), key=lambda x: x["lr"])
+        if on_val:
+            # A NaN validation loss after finite training losses: the weights turned NaN at the last step, or
+            # val_fn fails. Either way it is val_fn that returned it, not the loss that diverged.
+            what = "NaN" if any(x["failure"] == "val_nan" for x in on_val) else "inf"
+            others = f" and at {len(on_val) - 1} higher lrs" if len(on_val) > 1 else ""
+            rest = len(current) - len(on_val)
+            why = (f"val_fn returned {what} at lr {on_val[0]['lr']:.3g}{others} while the training losses stayed "
+                   f"finite (all {len(current)} candidates failed"
+                   + (f", {rest} of them by a diverging training loss)" if rest else ")"))
+        else:
+            tags = {"nonfinite": ": NaN/inf", "explosion": ": its loss rose above the threshold and stayed there",
+                    "noise": ": finite losses falling back between spikes, likely batch noise"}
+            tag = tags.get(lowest.get("failure"), "")
+            why = f"all {len(current)} candidates diverged (lowest lr {lowest['lr']:.3g}{tag})"
+        kind = "val_fn_failed" if on_val else "all_diverged"
+        return self._retry(kind, why, lowest["lr"], failure=lowest.get("failure"))
+
+    def _keep_candidate(self, candidate: dict) -> Decision:
+        self._record.update(lr=candidate["lr"], forecast=candidate["forecast"], trial_loss=candidate["trial_loss"])
+        return self._start_keep(candidate["lr"], restore=True)
+

@@ -1,0 +1,179 @@
+"""The kept trajectory: the chosen LR from S0 for tau steps, the lost-progress test, and the decay phase.
+
+A mixin of :class:`~autolrs.controller.StageController`. A kept stage that diverges or gives back its trial's
+progress is rolled back (:class:`~autolrs.rollback.RollBack`); the last ``decay_fraction`` of the budget
+decays linearly to zero from the last stage's LR.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import stages
+from .decision import MAX_ROLLBACKS, TAIL, Decision, finite_or_none
+from .records import event
+from .safety import lost_progress
+
+__all__ = ["KeptTrajectory"]
+
+
+class KeptTrajectory:
+    """The ``keep`` and ``decay`` phases of :class:`~autolrs.controller.StageController`."""
+
+    def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision:
+        # Candidates that diverged stopped early and left steps over: if what would remain after this
+        # stage is too little for another stage, it is kept here rather than run as a tiny last stage.
+        smallest = (self.config.candidates + 1) * self.config.min_explore_steps
+        self._record["tau"] = stages.keep_length(self._remaining(), self._record["tau"], smallest)
+        self.phase = "keep"
+        self.lr = lr
+        self._record.update(keep_start_step=self.steps_taken, kept_steps=0)
+        self._keep_losses = []
+        if self._record["tau"] <= 0:
+            return self._end_stage(restore=restore, snapshot=snapshot)
+        return Decision(lr, "keep", restore=restore, snapshot=snapshot)
+
+    def _keep_step(self, loss: float, val_loss: float | None) -> Decision:
+        r = self._record
+        r["kept_steps"] += 1
+        self.kept_steps += 1
+        self._keep_losses.append(loss)
+        if self._diverged(self._keep_losses):
+            failure = self._failure_kind(self._keep_losses)
+            if self._rollbacks < MAX_ROLLBACKS or failure == "nonfinite":
+                # The kept trajectory diverged: drop it, restore S0 and search lower LRs.
+                why = f"the kept trajectory at lr {self.lr:.3g} diverged" + self._describe(failure, self._keep_losses)
+                self._discard_keep()
+                return self._retry("rolled_back_diverged", why, self.lr, failure=failure)
+            self._event("spikes_kept", f"autolrs stage {self._stage}: finite losses above the divergence threshold "
+                        f"were kept: the stage was already rolled back {MAX_ROLLBACKS} times", warn=False)
+        self._push_tail(loss)
+        window = r["explore_steps"] or TAIL
+        if r["kept_steps"] < r["tau"]:
+            # The first stage is also checked at 4, 8, 16, ... windows: a dead network is stopped early.
+            ratio = r["kept_steps"] // window
+            if (r["kept_steps"] % window == 0 and ratio >= 4 and ratio & (ratio - 1) == 0
+                    and self._lost_progress(at_end=False)):
+                return self._roll_back_lost_progress()
+            return Decision(self.lr, "keep")
+        if val_loss is not None:
+            r["loss_reached"] = finite_or_none(val_loss)
+        else:
+            r["loss_reached"] = finite_or_none(float(np.mean(self._keep_losses[-window:])))
+            if self._lost_progress(at_end=True):
+                return self._roll_back_lost_progress()
+        return self._end_stage()
+
+    def _lost_progress(self, *, at_end: bool) -> bool:
+        """:func:`~autolrs.safety.lost_progress` on this stage, when a roll-back could still be redone."""
+        r = self._record
+        start, trial = r["start_loss"], r["trial_loss"]
+        if start is None or trial is None or r["objective"] != "train" or self._rollbacks >= MAX_ROLLBACKS:
+            return False
+        remaining = self._remaining()
+        if remaining is not None and remaining < r["kept_steps"]:
+            return False  # too few steps left to redo the stage: its gain, however small, is kept
+        first_stage = r["previous_lr"] is None
+        window = r["explore_steps"] or TAIL
+        n = 2 * window
+        if at_end:
+            # The first stage is judged by where it ends, over the window its reached loss is measured on:
+            # a network killed in its last steps (MNIST-1D at a 1000-step budget, LR 0.44) passes an average
+            # over the last quarter and hands a dead model to every later stage. Later stages, whose losses
+            # wander as much as a trial gains, are judged on their last quarter.
+            n = window if first_stage else max(n, r["kept_steps"] // 4)
+        if len(self._keep_losses) < n:
+            return False
+        return lost_progress(start, trial, self._keep_losses[-n:], first_stage=first_stage, at_end=at_end)
+
+    def _roll_back_lost_progress(self) -> Decision:
+        r = self._record
+        reached = float(np.mean(self._keep_losses[-2 * (r["explore_steps"] or TAIL):]))
+        why = (f"the kept stage at lr {self.lr:.3g} went back to loss {reached:.4g} after {r['kept_steps']} steps, "
+               f"giving back the progress its {r['explore_steps']}-step trial had made (from "
+               f"{r['start_loss']:.4g} to {r['trial_loss']:.4g})")
+        self._discard_keep(reached)
+        return self._retry("rolled_back_lost_progress", why, self.lr, failure=None, persist=False)
+
+    def _discard_keep(self, reached: float | None = None) -> None:
+        """Take a failed kept phase off the kept trajectory (S0 will be restored); keep it in the record."""
+        r = self._record
+        r["discarded"].append({"start_step": r["keep_start_step"], "steps": r["kept_steps"], "lr": self.lr,
+                               "loss_reached": None if reached is None else finite_or_none(reached)})
+        self.kept_steps -= r["kept_steps"]
+        finite = sum(1 for x in self._keep_losses if math.isfinite(x))
+        self._tail = self._tail[: max(0, len(self._tail) - finite)]
+        r.update(kept_steps=0, loss_reached=None, keep_start_step=None)
+
+    def _end_stage(self, *, restore: bool = False, snapshot: bool = False) -> Decision:
+        self._close_stage()
+        self._previous_lr = self.lr
+        self._tau_next = min(2 * self._tau_next, self.config.max_stage_steps)
+        self._stage += 1
+        if self.config.total_steps is not None and self.steps_taken >= self.config.total_steps:
+            self.phase = "done"
+            return Decision(self.lr, "done", restore=restore, done=True)
+        decision = self._begin_stage()
+        return Decision(decision.lr, decision.phase, restore=restore or decision.restore,
+                        snapshot=snapshot or decision.snapshot, done=decision.done)
+
+    # -- decay phase -------------------------------------------------------------------------------
+    def _begin_decay(self) -> Decision:
+        """The rest of the budget: the LR falls linearly from the last stage's LR to zero, no search.
+
+        A short remainder with ``decay_fraction=0`` keeps the last LR instead. The phase starts from a
+        snapshot, so that a divergence (unlikely: the LR only falls) is rolled back and the decay restarted
+        from half the LR.
+        """
+        record = self._new_record("decay" if self.config.decay_steps else "hold", "train")
+        start_lr = self.lr if self._previous_lr is None else self._previous_lr
+        record.update(tau=self.config.total_steps - self.steps_taken, lr=start_lr, keep_start_step=self.steps_taken)
+        if record["kind"] == "hold":
+            record["events"].append(event("no_search", "no search: too few steps left in the budget"))
+        self._record = record
+        self.phase = "decay"
+        self.lr = self._decay_lr()
+        return Decision(self.lr, "decay", snapshot=True)
+
+    def _decay_lr(self) -> float:
+        r = self._record
+        if r["kind"] == "hold":
+            return r["lr"]
+        # Linear to zero: the i-th of n steps runs at lr * (n - i) / (n + 1), never exactly 0.
+        return r["lr"] * (r["tau"] - r["kept_steps"]) / (r["tau"] + 1)
+
+    def _decay_step(self, loss: float) -> Decision:
+        r = self._record
+        r["kept_steps"] += 1
+        self.kept_steps += 1
+        self._keep_losses.append(loss)
+        failure = self._failure_kind(self._keep_losses) if self._diverged(self._keep_losses) else None
+        if failure is not None and self._rollbacks >= MAX_ROLLBACKS and failure != "nonfinite":
+            self._event("spikes_kept", f"autolrs stage {self._stage}: finite losses above the divergence threshold "
+                        f"were kept: the decay was already restarted {MAX_ROLLBACKS} times", warn=False)
+        elif failure is not None:
+            failed = self.lr
+            self._rollbacks += 1
+            message = (f"autolrs stage {self._stage}: the decay from lr {r['lr']:.3g} diverged at lr {failed:.3g}"
+                       f"{self._describe(failure, self._keep_losses)}; restarting it from lr {r['lr'] / 2:.3g}")
+            if self._rollbacks == MAX_ROLLBACKS:
+                message += (f"; restarted {MAX_ROLLBACKS} times, the limit: from now on only a NaN/inf loss restarts "
+                            "it" + self._advice_at_limit(failure, exhausted=False))
+            self._discard_keep()
+            self._event("decay_restarted", message)
+            r.update(lr=r["lr"] / 2, tau=self.config.total_steps - self.steps_taken, keep_start_step=self.steps_taken)
+            self._keep_losses = []
+            self.lr = self._decay_lr()
+            return Decision(self.lr, "decay", restore=True)
+        self._push_tail(loss)
+        if self.steps_taken >= self.config.total_steps:
+            n = max(1, min(len(self._keep_losses), self.config.explore_steps))
+            r["loss_reached"] = finite_or_none(float(np.mean(self._keep_losses[-n:])))
+            self._close_stage()
+            self.phase = "done"
+            return Decision(self.lr, "done", done=True)
+        self.lr = self._decay_lr()
+        return Decision(self.lr, "decay")
+
