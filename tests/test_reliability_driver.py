@@ -284,3 +284,19 @@ def test_optimizer_list_is_validated():
         AutoLRS(model, [opt, "adam"], **OPTIONS)
     with pytest.raises(ValueError, match="appears twice"):
         AutoLRS(model, [opt, opt], **OPTIONS)
+
+
+def test_two_sched_step_calls_per_optimizer_step_count_one_step_and_warn_once():
+    model, x, y = regression()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = AutoLRS(model, optimizer, **OPTIONS)
+    with pytest.warns(UserWarning, match="called without an optimizer.step\\(\\) since the previous call") as caught:
+        for _ in range(50):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sched.step(loss)
+            sched.step(loss)  # by mistake, twice
+    assert sched.steps_taken == 50
+    assert sum("sched.step" in str(w.message) for w in caught) == 1
