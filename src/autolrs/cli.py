@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "run_demo"]
+__all__ = ["main", "plot_replay", "run_demo"]
 
 
 class Progress:
@@ -101,6 +101,7 @@ def run_demo(steps: int = 4000, seed: int = 0, out: str | Path = "autolrs-demo",
         "constant_lr": {"lr": constant_lr, "test_accuracy": constant_acc, "test_loss": constant_loss,
                         "steps_taken": steps, "wall_s": constant_time},
         "history": sched.history,
+        "found_schedule": sched.found_schedule(),
         "trace": {"step": [t[0] for t in trace], "phase": [t[1] for t in trace], "lr": [t[2] for t in trace],
                   "loss": [t[3] for t in trace]},
     }
@@ -121,6 +122,38 @@ def run_demo(steps: int = 4000, seed: int = 0, out: str | Path = "autolrs-demo",
     return record
 
 
+def plot_replay(path: str | Path, schedule: dict, total_steps: int | None = None) -> Path:
+    """Plot a found schedule (LR per kept step) and its :class:`~autolrs.replay.ReplayLR` replay on
+    ``total_steps`` steps (default: the run's budget, search included), and save a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("plot_replay needs matplotlib: pip install 'autolrs[demo]'") from error
+    from .replay import replay_lrs
+
+    found = replay_lrs(schedule)
+    budget = total_steps if total_steps is not None else schedule.get("total_steps")
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(range(1, len(found) + 1), found, lw=2, label=f"found schedule ({len(found)} kept steps)")
+    if budget is not None and budget != len(found):
+        ax.plot(range(1, budget + 1), replay_lrs(schedule, budget), "--", lw=1.5,
+                label=f"ReplayLR(total_steps={budget}): stretched x{budget / len(found):.2f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step of the replay (no search)")
+    ax.set_ylabel("learning rate")
+    ax.set_title("autolrs: the found schedule, replayed")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autolrs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,9 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="autolrs-demo", help="folder for demo.json and demo.png")
     demo.add_argument("--constant-lr", type=float, default=0.1, help="LR of the constant-LR comparison")
-    plot = sub.add_parser("plot", help="plot a JSON record written by `autolrs demo` (or any with 'history')")
+    plot = sub.add_parser("plot", help="plot a JSON record written by `autolrs demo` (or any with 'history'), "
+                                       "or a found schedule (sched.found_schedule() saved as JSON)")
     plot.add_argument("record", help="the JSON file")
     plot.add_argument("-o", "--output", help="the PNG to write (default: next to the record)")
+    plot.add_argument("--replay-steps", type=int, default=None,
+                      help="budget of the replayed schedule drawn (default: the run's total_steps); a record with "
+                           "a found schedule also gets <output>-replay.png")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -140,12 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     from .report import plot_run, stage_table
 
     record = json.loads(Path(args.record).read_text())
+    output = Path(args.output or Path(args.record).with_suffix(".png"))
+    schedule = record if "segments" in record else record.get("found_schedule")
+    if schedule is None and "history" not in record:
+        parser.error(f"{args.record} holds neither a run's 'history' nor a found schedule ('segments').")
+    if schedule is not None:
+        replay_png = output if "history" not in record else output.with_name(f"{output.stem}-replay.png")
+        plot_replay(replay_png, schedule, args.replay_steps)
+        print(f"wrote {replay_png}")
+    if "history" not in record:
+        return 0
     trace = None
     if "trace" in record:
         t = record["trace"]
         trace = [(s, p, lr, float("nan") if loss is None else loss)
                  for s, p, lr, loss in zip(t["step"], t["phase"], t["lr"], t["loss"])]
-    output = args.output or str(Path(args.record).with_suffix(".png"))
     plot_run(output, record["history"], trace)
     print(stage_table(record["history"]))
     print(f"wrote {output}")

@@ -13,10 +13,16 @@ optimizer steps, or an LR set behind its back, raises instead of silently desync
 Under an initialised ``torch.distributed`` process group of several ranks (DDP launched by torchrun) it
 averages the loss over the ranks, so that every rank's controller takes the same decisions, and checks
 that they do (:mod:`autolrs.torch.distributed`); every rank snapshots and restores its own replica.
+
+Callbacks (``callbacks=``, :meth:`AutoLRS.add_callback`; writers in :mod:`autolrs.loggers`) observe every
+step's decision, every candidate's end and every stage's end. The driver tells those ends from the
+controller's records (how many are closed, how many candidates the open one holds) before and after each
+step, so the controller knows nothing of them.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -28,12 +34,14 @@ import torch
 
 from ..config import AutoLRSConfig
 from ..controller import Decision, StageController
+from ..replay import schedule_from_history
 from .distributed import Communicator, check_replicated
 from .snapshot import Snapshot, check_snapshotable, normalise_name
 
 __all__ = ["AutoLRS"]
 
 DRIVER_STATE_VERSION = 2  # 2: several optimizers, extra params and a GradScaler in the snapshot
+_HOOKS = ("on_step", "on_candidate_end", "on_stage_end")  # what a callback may define (autolrs.loggers)
 
 
 def _as_float(value, what: str) -> float:
@@ -118,6 +126,10 @@ class AutoLRS:
             are not counted.
         snapshot_device: where the stage snapshot lives: ``"cpu"`` (default), ``"model"`` (each tensor's
             own device: faster on a GPU, costs one copy of model and optimizer state there) or a device.
+        callbacks: objects told of every decision, each defining any of ``on_step(sched, info)``,
+            ``on_candidate_end(sched, candidate)`` and ``on_stage_end(sched, record)``
+            (:class:`autolrs.loggers.Callback` documents them; ``JSONLinesLogger`` and ``TensorBoardLogger``
+            are ready-made). They are not part of :meth:`state_dict`: pass them again when resuming.
 
     Under ``torch.distributed`` (an initialised process group of several ranks), build it on every rank with
     the same options, after wrapping the model in ``DistributedDataParallel``: the loss (and ``val_fn``'s
@@ -147,6 +159,7 @@ class AutoLRS:
         val_fn: Callable[[], float] | None = None,
         scaler=None,
         snapshot_device: str | torch.device = "cpu",
+        callbacks: Sequence = (),
         **options,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -158,6 +171,11 @@ class AutoLRS:
             raise TypeError(f"val_fn must be a callable returning the validation loss, but got {val_fn!r}.")
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
             raise TypeError(f"scaler must be a torch.amp.GradScaler (or None), but got {type(scaler).__name__}.")
+        if not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks must be a list of callback objects, but got {type(callbacks).__name__}; "
+                            "wrap a single one in a list: callbacks=[logger].")
+        for callback in callbacks:
+            _check_callback(callback)
         if snapshot_device != "model":
             try:
                 torch.device(snapshot_device)
@@ -186,6 +204,7 @@ class AutoLRS:
         self._warned_extra_calls = False
         self._last_scale = self._scale()
         self.skipped_steps = 0
+        self._callbacks = list(callbacks)
         if self._comm is not None:
             self._comm.check_same_run(self.config.to_dict(), self._lr_ratios)
         self._apply(self.controller.begin())
@@ -256,11 +275,17 @@ class AutoLRS:
                 "AutoLRS was built before torch.distributed.init_process_group(): build it after, on every rank, "
                 "so that the ranks average their losses and follow one schedule."
             )
+        if self._callbacks:
+            mark, phase, lr = self._mark(), self.controller.phase, self._last_lr[0]
         decision = self.controller.step(value, val)
         self._seen_steps = list(self._optimizer_steps)
         self._pending = []
         self._last_scale = self._scale()
         self._apply(decision)
+        if self._callbacks:
+            info = {"step": self.controller.steps_taken, "phase": phase, "lr": lr, "loss": value,
+                    "val_loss": val, "decision": dataclasses.asdict(decision)}
+            self._notify(info, mark)
 
     def _scale(self) -> float | None:
         return self.scaler.get_scale() if self.scaler is not None and self.scaler.is_enabled() else None
@@ -341,8 +366,55 @@ class AutoLRS:
         """
         if self._finalized:
             return
+        mark = self._mark() if self._callbacks else None
         self._apply(self.controller.finish())
         self._finalized = True
+        if mark is not None:
+            self._notify(None, mark)
+
+    # -- callbacks ---------------------------------------------------------------------------------
+    def add_callback(self, callback) -> None:
+        """Tell ``callback`` of every decision from now on (see ``callbacks`` in the class docstring)."""
+        _check_callback(callback)
+        self._callbacks.append(callback)
+
+    def _mark(self) -> tuple[int, int]:
+        """How many stage records are closed, and how many candidates the open one holds."""
+        # Read only: the record of the stage in progress (None in the warmup, and between stages).
+        record = self.controller._record
+        return len(self.controller.history), 0 if record is None else len(record["candidates"])
+
+    def _notify(self, info: dict | None, mark: tuple[int, int]) -> None:
+        """Run the callbacks for the step ``info`` and the candidates and stages closed since ``mark``.
+
+        Called after the decision was applied: whatever a callback does, the run is consistent. Every
+        callback runs; the first exception raised is then re-raised (the step is already counted: go on
+        with the next training step, do not report this one again). Callbacks get copies of the records,
+        so a callback that changes them cannot change the run.
+        """
+        closed, n_candidates = mark
+        records = self.controller.history[closed:]
+        open_record = self.controller._record
+        candidates = []
+        for k, record in enumerate(records + ([open_record] if open_record is not None else [])):
+            skip = n_candidates if k == 0 else 0  # the first is the record that was open at the mark
+            candidates += [{"stage": record["stage"], "index": i, **copy.deepcopy(c)}
+                           for i, c in enumerate(record["candidates"][skip:], start=skip)]
+        events = [("on_step", info)] if info is not None else []
+        events += [("on_candidate_end", c) for c in candidates]
+        events += [("on_stage_end", copy.deepcopy(r)) for r in records]
+        error = None
+        for hook, payload in events:
+            for callback in self._callbacks:
+                method = getattr(callback, hook, None)
+                if method is None:
+                    continue
+                try:
+                    method(self, payload)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, once every callback has run
+                    error = error or exc
+        if error is not None:
+            raise error
 
     # -- read-outs ---------------------------------------------------------------------------------
     def get_last_lr(self) -> list[float]:
@@ -373,6 +445,25 @@ class AutoLRS:
     def history(self) -> list[dict]:
         """One JSON-serialisable record per stage (see README, "The history")."""
         return self.controller.history
+
+    def found_schedule(self) -> dict:
+        """The schedule this run found, as plain data (JSON): the LR of every kept step, in order.
+
+        Warmup, the kept phase of every stage and the decay, without the search steps and rolled-back
+        phases: ``len(result["lrs"]) == kept_steps``, each the LR the first param group trained that step
+        with. ``result["segments"]`` gives the stages' boundaries; :class:`autolrs.replay.ReplayLR` replays
+        it, on this budget or stretched to another (:mod:`autolrs.replay` documents the format).
+
+        Available once the run is finished (:attr:`done`): call :meth:`finalize` first to stop early.
+        """
+        if not self.done:
+            raise ValueError(
+                f"found_schedule() is the schedule of a finished run, but this one is at step {self.steps_taken} of "
+                f"{self.config.total_steps}; call it when `sched.done` is true, or call sched.finalize() first to "
+                "stop here."
+            )
+        return schedule_from_history(self.controller.history, self.config, kept_steps=self.controller.kept_steps,
+                                     steps_taken=self.controller.steps_taken)
 
     def kept_state_dict(self) -> dict:
         """The model's ``state_dict()`` on the kept trajectory, whatever the phase.
@@ -457,6 +548,14 @@ class AutoLRS:
                 "restores one: the state is corrupt."
             )
         self.snapshot.check_state_dict(state["snapshot"])
+
+
+def _check_callback(callback) -> None:
+    if not any(callable(getattr(callback, hook, None)) for hook in _HOOKS):
+        raise TypeError(
+            f"A callback must define at least one of {', '.join(_HOOKS)} (see autolrs.loggers.Callback), but "
+            f"{type(callback).__name__} defines none."
+        )
 
 
 class _StepCounter:
