@@ -197,16 +197,21 @@ def test_lost_progress_needs_a_clear_trial_gain_and_judges_later_stages_on_their
     assert not lost_progress(2.3, 1.9, [], first_stage=True, at_end=True)
 
 
+def dying_network(slope, dead_from, dead_loss):
+    """Losses where LR >= 0.5 drops the loss by ``slope`` a step (the best of any short window) and then
+    kills the network from step ``dead_from`` (``dead_loss``); lower LRs converge, best near 0.1."""
+    def loss_fn(state, lr):
+        if lr >= 0.5:
+            return 2.3 - slope * state if state < dead_from else dead_loss
+        return 2.3 - 1.3 * (1 - math.exp(-0.01 * state)) * (1 - 0.3 * abs(math.log10(lr) + 1))
+    return loss_fn
+
+
 def test_a_first_stage_whose_network_dies_is_rolled_back_early_and_redone_lower():
     """LR >= 0.5 drops the loss fast in a short window, then kills the network (loss back at 2.3)."""
-    def loss_fn(state, lr):
-        if lr >= 0.5:  # the best of any window (10 steps), dead from step 20
-            return 2.3 - 0.05 * state if state < 20 else 2.3
-        return 2.3 - 1.3 * (1 - math.exp(-0.01 * state)) * (1 - 0.3 * abs(math.log10(lr) + 1))
-
     cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=2000, seed=0)
     with pytest.warns(RuntimeWarning, match="giving back the progress"):
-        ctrl, _ = run(cfg, loss_fn)
+        ctrl, _ = run(cfg, dying_network(0.05, 20, 2.3))
     first = ctrl.history[0]
     [failed] = first["discarded"]
     assert failed["lr"] >= 0.5 and failed["steps"] == 4 * cfg.explore_steps  # stopped after 4 windows
@@ -226,14 +231,9 @@ def test_a_first_stage_whose_network_dies_in_its_last_window_is_rolled_back():
     """A network killed in the first stage's last steps, after a good start (MNIST-1D at a 1000-step budget,
     LR 0.44: the last quarter still averaged below the start loss and the dead model went on to every later
     stage, ending at chance). The first stage is judged on its last window, the one its reached loss is."""
-    def loss_fn(state, lr):
-        if lr >= 0.5:  # a fast drop, then dead in the stage's last window
-            return 2.3 - 0.02 * state if state < 30 else 2.35
-        return 2.3 - 1.3 * (1 - math.exp(-0.01 * state)) * (1 - 0.3 * abs(math.log10(lr) + 1))
-
     cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0)
     with pytest.warns(RuntimeWarning, match="giving back the progress"):
-        ctrl, _ = run(cfg, loss_fn)
+        ctrl, _ = run(cfg, dying_network(0.02, 30, 2.35))  # dead in the 43-step stage's last window
     first = ctrl.history[0]
     assert [d["lr"] >= 0.5 for d in first["discarded"]] == [True]
     assert first["lr"] < 0.5 and all(r["lr"] < 0.5 for r in ctrl.history)

@@ -8,27 +8,10 @@ import torch
 
 from autolrs import AutoLRS, JSONLinesLogger, TensorBoardLogger
 from autolrs.loggers import PHASE_CODES, Callback
+from test_replay import regression_problem  # the same noisy regression
 
 OPTIONS = dict(min_lr=1e-3, max_lr=0.5, total_steps=400, stage_steps=60, explore_steps=10, candidates=3,
                max_stage_steps=120, warmup_steps=10, seed=0)
-
-
-def regression_problem(seed=0):
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    w = torch.randn(5, 1, generator=torch.Generator().manual_seed(123))
-    g = torch.Generator().manual_seed(seed)
-
-    def train_step():
-        x = torch.randn(32, 5, generator=g)
-        loss = torch.nn.functional.mse_loss(model(x), x @ w + 0.1 * torch.randn(32, 1, generator=g))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return model, optimizer, train_step
 
 
 class Recorder(Callback):

@@ -133,6 +133,7 @@ def plot_replay(path: str | Path, schedule: dict, total_steps: int | None = None
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("plot_replay needs matplotlib: pip install 'autolrs[demo]'") from error
     from .replay import replay_lrs
+    from .report import save_figure
 
     found = replay_lrs(schedule)
     budget = total_steps if total_steps is not None else schedule.get("total_steps")
@@ -146,12 +147,7 @@ def plot_replay(path: str | Path, schedule: dict, total_steps: int | None = None
     ax.set_ylabel("learning rate")
     ax.set_title("autolrs: the found schedule, replayed")
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

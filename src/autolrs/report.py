@@ -161,6 +161,13 @@ def plot_run(path: str | Path, history: Sequence[dict], trace: Sequence[Sequence
     ax_loss.set_ylabel("loss")
     ax_loss.set_xlabel("optimizer step (search included)")
     ax_loss.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out ``fig``, write it as a PNG at ``path`` (creating its folder) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
