@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from autolrs import AutoLRS
-from autolrs.demo import ConvNet, batches, evaluate, load_mnist1d
+from autolrs.demo import ConvNet, batches, evaluate, load_mnist1d, train
 
 SEEDS = range(4)
 
@@ -18,15 +18,10 @@ def run(seed, max_lr, data):
     sched = AutoLRS(model, optimizer, min_lr=1e-3, max_lr=max_lr, total_steps=4000, seed=seed,
                     val_fn=lambda: evaluate(model, x_val, y_val)[1])
     stream = batches(data["x"][:3500], data["y"][:3500], 128, torch.Generator().manual_seed(seed))
-    nonfinite_kept = 0
-    while not sched.done:
-        x, y = next(stream)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        sched.step(loss)
-        nonfinite_kept += not all(torch.isfinite(v).all() for v in sched.kept_state_dict().values())
+    nonfinite_kept = []
+    train(model, optimizer, stream, 4000, sched, on_step=lambda: nonfinite_kept.append(
+        not all(torch.isfinite(v).all() for v in sched.kept_state_dict().values())))
+    nonfinite_kept = sum(nonfinite_kept)
     diverged = sum(c["diverged"] for s in sched.history for c in s["candidates"])
     return evaluate(model, data["x_test"], data["y_test"])[0], nonfinite_kept, diverged
 

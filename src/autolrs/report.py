@@ -109,12 +109,13 @@ def plot_run(path: str | Path, history: Sequence[dict], trace: Sequence[Sequence
         raise ImportError("plot_run needs matplotlib: pip install 'autolrs[demo]'") from error
 
     fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
-    first, any_discarded = True, False
+    labelled, any_discarded = set(), False
     for r in history:
         for step, c in candidate_steps(r):
-            ax_lr.plot([step, step + c["steps"]], [c["lr"], c["lr"]], color="tab:orange" if not c["diverged"]
-                       else "tab:red", alpha=0.5, lw=1.5, label="candidate (search)" if first else None)
-            first = False
+            label = "candidate, diverged" if c["diverged"] else "candidate (search)"
+            ax_lr.plot([step, step + c["steps"]], [c["lr"], c["lr"]], color="tab:red" if c["diverged"]
+                       else "tab:orange", alpha=0.5, lw=1.5, label=None if label in labelled else label)
+            labelled.add(label)
         for d in r.get("discarded", []):
             ax_lr.plot([d["start_step"], d["start_step"] + d["steps"]], [d["lr"], d["lr"]], color="tab:gray",
                        lw=2.5, alpha=0.7, label="kept stage, rolled back" if not any_discarded else None)
