@@ -237,3 +237,12 @@ def test_a_first_stage_whose_network_dies_in_its_last_window_is_rolled_back():
     first = ctrl.history[0]
     assert [d["lr"] >= 0.5 for d in first["discarded"]] == [True]
     assert first["lr"] < 0.5 and all(r["lr"] < 0.5 for r in ctrl.history)
+
+
+def test_the_smallest_stage_is_one_home_for_the_budget_check_and_the_plan():
+    assert stages.smallest_stage(5, 10) == 60  # 5 windows of 10 steps and a kept stage of one window
+    assert stages.plan_stage(59, 200, 20, 5, 10) is None and stages.plan_stage(60, 200, 20, 5, 10) is not None
+    # the config refuses a budget below warmup + decay + the smallest stage, with the same arithmetic
+    with pytest.raises(ValueError, match="needs at least 60"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=59, candidates=5, warmup_steps=0, decay_fraction=0.0)
+    AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=60, candidates=5, warmup_steps=0, decay_fraction=0.0)

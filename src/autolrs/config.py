@@ -29,7 +29,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .stages import derive_explore_steps, derive_stage_sizes
+from .stages import derive_explore_steps, derive_stage_sizes, smallest_stage
 
 __all__ = ["AutoLRSConfig", "PRESETS"]
 
@@ -243,8 +243,8 @@ class AutoLRSConfig:
                 f"but got explore_steps={self.explore_steps} > stage_steps={self.stage_steps}."
             )
         if self.total_steps is not None:
-            first_stage = (self.warmup_steps + self.decay_steps + self.candidates * self.min_explore_steps
-                           + self.min_explore_steps)
+            first_stage = (self.warmup_steps + self.decay_steps
+                           + smallest_stage(self.candidates, self.min_explore_steps))
             if self.total_steps < first_stage:
                 raise ValueError(
                     f"total_steps={self.total_steps} is too small for one search: warmup ({self.warmup_steps}) "

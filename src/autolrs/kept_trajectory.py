@@ -25,7 +25,7 @@ class KeptTrajectory:
     def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision:
         # Candidates that diverged stopped early and left steps over: if what would remain after this
         # stage is too little for another stage, it is kept here rather than run as a tiny last stage.
-        smallest = (self.config.candidates + 1) * self.config.min_explore_steps
+        smallest = stages.smallest_stage(self.config.candidates, self.config.min_explore_steps)
         self._record["tau"] = stages.keep_length(self._remaining(), self._record["tau"], smallest)
         self.phase = "keep"
         self.lr = lr

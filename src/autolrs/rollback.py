@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from . import stages
 from .decision import LR_RTOL, MAX_ROLLBACKS, Decision
 from .records import EventKind, event
 
@@ -149,7 +150,7 @@ class RollBack:
         n = self._record["explore_steps"]
         if remaining is None:
             return self._record["tau"], n
-        if remaining < (k + 1) * cfg.min_explore_steps:
+        if remaining < stages.smallest_stage(k, cfg.min_explore_steps):
             return None
         n = max(cfg.min_explore_steps, min(n, remaining // (2 * k)))
         return max(n, min(self._record["tau"], remaining - k * n)), n

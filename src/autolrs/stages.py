@@ -71,6 +71,12 @@ def explore_length(tau: int, explore_steps: int, stage_steps: int, search_ratio:
     return max(min_explore_steps, round(tau * explore_steps / stage_steps))
 
 
+def smallest_stage(k: int, min_explore_steps: int) -> int:
+    """The fewest steps a searched stage can take: ``k`` candidates of the shortest window, and a kept stage
+    as long as one window. Below it no search is planned, and a remainder that small joins the stage before."""
+    return (k + 1) * min_explore_steps
+
+
 def plan_stage(remaining: int | None, tau: int, n: int, k: int, min_explore_steps: int) -> tuple[int, int] | None:
     """``(tau, tau')`` of the next stage given the steps ``remaining`` in the stages' span, or None if no
     search fits (``remaining=None``: no budget, the nominal sizes).
@@ -81,7 +87,7 @@ def plan_stage(remaining: int | None, tau: int, n: int, k: int, min_explore_step
     """
     if remaining is None:
         return tau, n
-    if remaining < k * min_explore_steps + min_explore_steps:
+    if remaining < smallest_stage(k, min_explore_steps):
         return None
     search = k * n
     if tau + search > remaining:
