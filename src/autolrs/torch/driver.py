@@ -22,10 +22,8 @@ step, so the controller knows nothing of them.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import numbers
 import warnings
 import weakref
 from typing import Callable, Sequence
@@ -35,71 +33,14 @@ import torch
 from ..config import AutoLRSConfig
 from ..controller import Decision, StageController
 from ..replay import schedule_from_history
+from .arguments import as_float, make_config, optimizers_of
+from .callbacks import Callbacks
 from .distributed import Communicator, check_replicated
 from .snapshot import Snapshot, check_snapshotable, normalise_name
 
 __all__ = ["AutoLRS"]
 
 DRIVER_STATE_VERSION = 2  # 2: several optimizers, extra params and a GradScaler in the snapshot
-_HOOKS = ("on_step", "on_candidate_end", "on_stage_end")  # what a callback may define (autolrs.loggers)
-
-
-def _as_float(value, what: str) -> float:
-    """A Python float from a real scalar: float, int, numpy scalar or a one-element real tensor."""
-    if torch.is_tensor(value):
-        if value.numel() != 1:
-            raise ValueError(
-                f"{what} must be a scalar, but got a tensor of shape {tuple(value.shape)}; reduce it first "
-                "(e.g. loss.mean())."
-            )
-        if value.is_complex() or value.dtype == torch.bool:
-            raise TypeError(f"{what} must be a real number, but got a tensor of dtype {value.dtype}.")
-        return float(value.detach().item())
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} must be a real number or a 0-dim tensor, but got {value!r} of type "
-                        f"{type(value).__name__}.")
-    return float(value)
-
-
-def _make_config(config: AutoLRSConfig | None, options: dict, *, use_validation: bool) -> AutoLRSConfig:
-    """The run's configuration: ``config`` itself, or one built from keyword ``options``."""
-    if config is not None:
-        if not isinstance(config, AutoLRSConfig):
-            raise TypeError(f"config must be an AutoLRSConfig, but got {type(config).__name__}.")
-        if options:
-            raise TypeError(f"Give either config= or option keywords, not both (got config and {sorted(options)}).")
-        if config.use_validation != use_validation:
-            raise ValueError(
-                f"config.use_validation={config.use_validation} but val_fn is {'set' if use_validation else 'None'}:"
-                " pass val_fn exactly when the config uses validation."
-            )
-        return config
-    known = {f.name for f in dataclasses.fields(AutoLRSConfig)} - {"use_validation"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"AutoLRS got unknown options {unknown}; the options are AutoLRSConfig's: {sorted(known)}.")
-    if "min_lr" not in options or "max_lr" not in options:
-        raise TypeError("AutoLRS needs min_lr and max_lr (the LR search range), e.g. min_lr=1e-4, max_lr=1.0, "
-                        "or config=AutoLRSConfig(...).")
-    return AutoLRSConfig(**options, use_validation=use_validation)
-
-
-def _optimizers(optimizer) -> list[torch.optim.Optimizer]:
-    """The run's optimizers: one ``torch.optim.Optimizer`` or a non-empty list or tuple of them."""
-    many = isinstance(optimizer, (list, tuple))
-    optimizers = list(optimizer) if many else [optimizer]
-    if not optimizers:
-        raise ValueError("optimizer is an empty list; pass the optimizer, or a list of every optimizer of the model.")
-    for k, opt in enumerate(optimizers):
-        if not isinstance(opt, torch.optim.Optimizer):
-            what = f"optimizer[{k}]" if many else "optimizer"
-            raise TypeError(
-                f"{what} must be a torch.optim.Optimizer, but got {type(opt).__name__}; pass the optimizer itself "
-                "(or a list of optimizers), not a scheduler."
-            )
-    if len({id(opt) for opt in optimizers}) != len(optimizers):
-        raise ValueError("The same optimizer appears twice in the optimizer list.")
-    return optimizers
 
 
 class AutoLRS:
@@ -164,7 +105,7 @@ class AutoLRS:
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, but got {type(model).__name__}.")
-        optimizers = _optimizers(optimizer)
+        optimizers = optimizers_of(optimizer)
         check_replicated(model)
         check_snapshotable(model, optimizers)
         if val_fn is not None and not callable(val_fn):
@@ -174,8 +115,7 @@ class AutoLRS:
         if not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"callbacks must be a list of callback objects, but got {type(callbacks).__name__}; "
                             "wrap a single one in a list: callbacks=[logger].")
-        for callback in callbacks:
-            _check_callback(callback)
+        callbacks = Callbacks(callbacks)
         if snapshot_device != "model":
             try:
                 torch.device(snapshot_device)
@@ -183,7 +123,7 @@ class AutoLRS:
                 raise ValueError(
                     f"snapshot_device must be 'cpu', 'model' or a torch.device, but got {snapshot_device!r}."
                 ) from error
-        self.config = _make_config(config, options, use_validation=val_fn is not None)
+        self.config = make_config(config, options, use_validation=val_fn is not None)
         self.model = model
         self.optimizers = optimizers
         self.optimizer = optimizers[0]
@@ -204,7 +144,7 @@ class AutoLRS:
         self._warned_extra_calls = False
         self._last_scale = self._scale()
         self.skipped_steps = 0
-        self._callbacks = list(callbacks)
+        self._callbacks = callbacks
         if self._comm is not None:
             self._comm.check_same_run(self.config.to_dict(), self._lr_ratios)
         self._apply(self.controller.begin())
@@ -227,7 +167,7 @@ class AutoLRS:
                     f"Param group {i} of the optimizer has no 'lr'; autolrs sets each group's 'lr', so use an "
                     "optimizer with a learning rate."
                 )
-            lr = _as_float(group["lr"], f"param group {i}'s lr")
+            lr = as_float(group["lr"], f"param group {i}'s lr")
             if not math.isfinite(lr) or lr < 0:
                 raise ValueError(f"Param group {i} has lr={lr!r}; expected a finite lr >= 0.")
             lrs.append(lr)
@@ -251,7 +191,7 @@ class AutoLRS:
                 "step() was called after finalize() (or after the budget was spent); stop the loop when "
                 "`sched.done` is true."
             )
-        value = _as_float(loss, "loss")
+        value = as_float(loss, "loss")
         self._check_untouched()
         new = max(now - seen for now, seen in zip(self._optimizer_steps, self._seen_steps))
         if new == 0 or self._scaler_skipped():
@@ -278,7 +218,7 @@ class AutoLRS:
                 "so that the ranks average their losses and follow one schedule."
             )
         if self._callbacks:
-            mark, phase, lr = self._mark(), self.controller.phase, self._last_lr[0]
+            mark, phase, lr = self._callbacks.mark(self.controller), self.controller.phase, self._last_lr[0]
         decision = self.controller.step(value, val)
         self._seen_steps = list(self._optimizer_steps)
         self._pending = []
@@ -287,7 +227,7 @@ class AutoLRS:
         if self._callbacks:
             info = {"step": self.controller.steps_taken, "phase": phase, "lr": lr, "loss": value,
                     "val_loss": val, "decision": dataclasses.asdict(decision)}
-            self._notify(info, mark)
+            self._callbacks.notify(self, info, mark)
 
     def _scale(self) -> float | None:
         return self.scaler.get_scale() if self.scaler is not None and self.scaler.is_enabled() else None
@@ -340,7 +280,7 @@ class AutoLRS:
             for module, training in modes:
                 module.training = training
         try:
-            return _as_float(result, "val_fn()'s result")
+            return as_float(result, "val_fn()'s result")
         except (TypeError, ValueError) as error:
             raise type(error)(f"{error} val_fn must return the validation loss as a number.") from None
 
@@ -372,55 +312,16 @@ class AutoLRS:
         """
         if self._finalized:
             return
-        mark = self._mark() if self._callbacks else None
+        mark = self._callbacks.mark(self.controller) if self._callbacks else None
         self._apply(self.controller.finish())
         self._finalized = True
         if mark is not None:
-            self._notify(None, mark)
+            self._callbacks.notify(self, None, mark)
 
     # -- callbacks ---------------------------------------------------------------------------------
     def add_callback(self, callback) -> None:
         """Tell ``callback`` of every decision from now on (see ``callbacks`` in the class docstring)."""
-        _check_callback(callback)
-        self._callbacks.append(callback)
-
-    def _mark(self) -> tuple[int, int]:
-        """How many stage records are closed, and how many candidates the open one holds."""
-        # Read only: the record of the stage in progress (None in the warmup, and between stages).
-        record = self.controller._record
-        return len(self.controller.history), 0 if record is None else len(record["candidates"])
-
-    def _notify(self, info: dict | None, mark: tuple[int, int]) -> None:
-        """Run the callbacks for the step ``info`` and the candidates and stages closed since ``mark``.
-
-        Called after the decision was applied: whatever a callback does, the run is consistent. Every
-        callback runs; the first exception raised is then re-raised (the step is already counted: go on
-        with the next training step, do not report this one again). Callbacks get copies of the records,
-        so a callback that changes them cannot change the run.
-        """
-        closed, n_candidates = mark
-        records = self.controller.history[closed:]
-        open_record = self.controller._record
-        candidates = []
-        for k, record in enumerate(records + ([open_record] if open_record is not None else [])):
-            skip = n_candidates if k == 0 else 0  # the first is the record that was open at the mark
-            candidates += [{"stage": record["stage"], "index": i, **copy.deepcopy(c)}
-                           for i, c in enumerate(record["candidates"][skip:], start=skip)]
-        events = [("on_step", info)] if info is not None else []
-        events += [("on_candidate_end", c) for c in candidates]
-        events += [("on_stage_end", copy.deepcopy(r)) for r in records]
-        error = None
-        for hook, payload in events:
-            for callback in self._callbacks:
-                method = getattr(callback, hook, None)
-                if method is None:
-                    continue
-                try:
-                    method(self, payload)
-                except Exception as exc:  # noqa: BLE001 - re-raised below, once every callback has run
-                    error = error or exc
-        if error is not None:
-            raise error
+        self._callbacks.add(callback)
 
     # -- read-outs ---------------------------------------------------------------------------------
     def get_last_lr(self) -> list[float]:
@@ -554,14 +455,6 @@ class AutoLRS:
                 "restores one: the state is corrupt."
             )
         self.snapshot.check_state_dict(state["snapshot"])
-
-
-def _check_callback(callback) -> None:
-    if not any(callable(getattr(callback, hook, None)) for hook in _HOOKS):
-        raise TypeError(
-            f"A callback must define at least one of {', '.join(_HOOKS)} (see autolrs.loggers.Callback), but "
-            f"{type(callback).__name__} defines none."
-        )
 
 
 class _StepCounter:
