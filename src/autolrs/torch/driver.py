@@ -194,10 +194,13 @@ class AutoLRS:
         value = as_float(loss, "loss")
         self._check_untouched()
         new = max(now - seen for now, seen in zip(self._optimizer_steps, self._seen_steps))
-        if new == 0 or self._scaler_skipped():
-            # A fused optimizer (AdamW(fused=True)) unscales itself: GradScaler calls its step() on an inf
-            # step too, which then changes nothing. The hook fires, but the fallen scale says it was skipped.
-            self._no_optimizer_step(value)
+        scale = self._scale()  # read once: on a GPU each read waits for the device
+        skipped = scale is not None and self._last_scale is not None and scale < self._last_scale
+        if new == 0 or skipped:
+            # GradScaler lowers its scale exactly when it skips a step for inf/NaN gradients. A fused optimizer
+            # (AdamW(fused=True)) unscales itself: GradScaler calls its step() on an inf step too, which then
+            # changes nothing. The hook fires, but the fallen scale says it was skipped.
+            self._no_optimizer_step(value, scale, skipped)
             return
         if new > 1:
             self._seen_steps = list(self._optimizer_steps)
@@ -222,7 +225,7 @@ class AutoLRS:
         decision = self.controller.step(value, val)
         self._seen_steps = list(self._optimizer_steps)
         self._pending = []
-        self._last_scale = self._scale()
+        self._last_scale = scale
         self._apply(decision)
         if self._callbacks:
             info = {"step": self.controller.steps_taken, "phase": phase, "lr": lr, "loss": value,
@@ -232,17 +235,11 @@ class AutoLRS:
     def _scale(self) -> float | None:
         return self.scaler.get_scale() if self.scaler is not None and self.scaler.is_enabled() else None
 
-    def _scaler_skipped(self) -> bool:
-        """Whether the scaler skipped the step since the last call: GradScaler lowers its scale exactly when it
-        skips a step for inf/NaN gradients."""
-        scale = self._scale()
-        return scale is not None and self._last_scale is not None and scale < self._last_scale
-
-    def _no_optimizer_step(self, value: float) -> None:
+    def _no_optimizer_step(self, value: float, scale: float | None, skipped: bool) -> None:
         """A call after which no optimizer step ran: a step the scaler skipped, or a micro-batch."""
         self._seen_steps = list(self._optimizer_steps)
-        if self._scaler_skipped():
-            self._last_scale = self._scale()
+        if skipped:
+            self._last_scale = scale
             self.skipped_steps += 1
             return
         self._pending.append(value)
