@@ -276,7 +276,7 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
 
     # -- warmup ------------------------------------------------------------------------------------
     def _warmup_lr(self, step: int) -> float:
-        return self.config.warmup_lr * (step + 1) / self.config.warmup_steps
+        return stages.warmup_lr(self.config.warmup_lr, self.config.warmup_steps, step)
 
     def _warmup_step(self, loss: float) -> Decision:
         self.kept_steps += 1

@@ -141,8 +141,7 @@ class KeptTrajectory:
         r = self._record
         if r["kind"] == "hold":
             return r["lr"]
-        # Linear to zero: the i-th of n steps runs at lr * (n - i) / (n + 1), never exactly 0.
-        return r["lr"] * (r["tau"] - r["kept_steps"]) / (r["tau"] + 1)
+        return stages.decay_lr(r["lr"], r["tau"], r["kept_steps"])
 
     def _decay_step(self, loss: float) -> Decision:
         r = self._record

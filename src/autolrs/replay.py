@@ -34,6 +34,8 @@ import numbers
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from . import stages
+
 __all__ = ["SCHEDULE_FORMAT", "ReplayLR", "check_schedule", "replay_lrs", "schedule_from_history"]
 
 SCHEDULE_FORMAT = "autolrs.found_schedule"
@@ -88,12 +90,12 @@ def schedule_from_history(history: list[dict], config, *, kept_steps: int, steps
 
 
 def _segment_lr(segment: dict, i: int) -> float:
-    """The LR of the ``i``-th step of a segment; the same expressions as the controller (bit-equal)."""
+    """The LR of the ``i``-th step of a segment: the controller's own formulas (bit-equal)."""
     kind, lr, length = segment["kind"], segment["lr"], segment["length"]
     if kind == "warmup":
-        return lr * (i + 1) / length
+        return stages.warmup_lr(lr, length, i)
     if kind == "decay":
-        return lr * (length - i) / (length + 1)
+        return stages.decay_lr(lr, length, i)
     return lr
 
 

@@ -107,6 +107,16 @@ def keep_length(remaining: int | None, tau: int, smallest: int) -> int:
     return max(0, remaining) if remaining - tau < smallest else tau
 
 
+def warmup_lr(peak: float, steps: int, i: int) -> float:
+    """The LR of the ``i``-th of ``steps`` warmup steps: linear from ``peak / steps`` up to ``peak``."""
+    return peak * (i + 1) / steps
+
+
+def decay_lr(lr: float, steps: int, i: int) -> float:
+    """The LR of the ``i``-th of ``steps`` decay steps: linear from ``lr`` towards zero, never exactly 0."""
+    return lr * (steps - i) / (steps + 1)
+
+
 def opening_grid(lo: float, hi: float) -> list[float]:
     """A log grid over ``[lo, hi]``, ends included, ``GRID_PER_DECADE`` LRs per decade (at least 3)."""
     count = max(3, round(GRID_PER_DECADE * math.log10(hi / lo)) + 1)
