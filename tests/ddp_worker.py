@@ -8,7 +8,8 @@ Modes:
                       first at each STEP
     resume STEP...    every rank resumes from rank 0's checkpoint at each STEP, with fresh objects
     fail SCENARIO     rank 1 misbehaves; every rank writes the error it ends with to fail_rank{r}.json
-    refused           what AutoLRS refuses: FSDP and fully_shard models, a scheduler built before the group
+    refused           what AutoLRS refuses (FSDP1 models, a scheduler built before the group) and what it
+                      takes since FSDP2 support (a fully_shard model)
 
 The task: a float64 MLP on a fixed regression-to-classes stream. Each step draws one global batch of
 ``BATCH`` examples and rank r trains on its slice, so the DDP run and a single process on the whole batch
@@ -177,7 +178,8 @@ def fail(rank, world, out: Path, scenario: str) -> None:
 def refused(rank, world, out: Path, early_step) -> None:
     """What AutoLRS refuses; every rank writes the errors to ``refused_rank{r}.json``.
 
-    ``early_step`` steps an AutoLRS built before the process group was.
+    ``early_step`` steps an AutoLRS built before the process group was. A ``fully_shard`` model is
+    accepted (its entry reads None); FSDP1 is refused.
     """
     from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
 
@@ -194,6 +196,7 @@ def refused(rank, world, out: Path, early_step) -> None:
             model = FullyShardedDataParallel(net, device_id=torch.device("cpu"))
         try:
             AutoLRS(model, torch.optim.SGD(model.parameters(), lr=0.1), **OPTIONS)
+            errors[kind] = None
         except TypeError as error:
             errors[kind] = str(error)
     (out / f"refused_rank{rank}.json").write_text(json.dumps(errors))

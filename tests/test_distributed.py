@@ -180,13 +180,13 @@ def test_a_rank_that_stalls_fails_the_others_after_the_timeout(tmp_path):
     assert 3.5 <= reports[0]["seconds"] < 20
 
 
-def test_sharded_models_and_schedulers_built_before_the_group_are_refused(tmp_path):
+def test_fsdp1_and_schedulers_built_before_the_group_are_refused_and_fully_shard_is_taken(tmp_path):
     assert launch(tmp_path, "refused") == [0, 0]
     for rank in range(2):
         errors = json.loads((tmp_path / f"refused_rank{rank}.json").read_text())
         assert set(errors) == {"FullyShardedDataParallel", "fully_shard", "built before init_process_group"}
-        assert "does not support sharded models" in errors["FullyShardedDataParallel"]
-        assert "does not support sharded models" in errors["fully_shard"]
+        assert "does not support FullyShardedDataParallel (FSDP1)" in errors["FullyShardedDataParallel"]
+        assert errors["fully_shard"] is None  # FSDP2: tests/test_fsdp.py
         assert "build it after" in errors["built before init_process_group"]
 
 

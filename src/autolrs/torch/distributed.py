@@ -1,8 +1,9 @@
-"""Loss averaging and replica checks under ``torch.distributed`` (DDP launched by torchrun).
+"""Loss averaging and replica checks under ``torch.distributed`` (DDP or FSDP2, launched by torchrun).
 
-Every rank runs the same loop and keeps its own replica of the controller, model snapshot and all: the
-controller is deterministic, so replicas fed the same losses take the same decisions, and no decision has
-to be sent. Per optimizer step, :meth:`Communicator.average` runs one collective, an ``all_reduce(SUM)``
+Every rank runs the same loop and keeps its own replica of the controller and its own model snapshot (a
+replica of the model under DDP, its shards under FSDP2's ``fully_shard``): the controller is deterministic,
+so replicas fed the same losses take the same decisions, and no decision has to be sent. What is compared
+across ranks is the controllers' state, never the model's (FSDP2's shards differ by design). Per optimizer step, :meth:`Communicator.average` runs one collective, an ``all_reduce(SUM)``
 of 9 float64 values (72 bytes, on ``torch.cuda.current_device()`` under NCCL, on the CPU otherwise):
 
 - ``loss, val_loss, validated``: every rank gets the step's mean loss (and mean validation loss, when the
@@ -29,30 +30,50 @@ import zlib
 import torch
 import torch.distributed as dist
 
-__all__ = ["Communicator", "check_replicated"]
+from .snapshot import dtensor_class
+
+__all__ = ["Communicator", "check_parallelism"]
 
 # The integers compared across ranks stay below this, so that world * k**2 is exact in float64.
 _COUNTER = 2**16
 
 
-def check_replicated(model: torch.nn.Module) -> None:
-    """Raise if ``model`` is sharded across ranks (FSDP, ``fully_shard``, DTensor parameters).
+def check_parallelism(model: torch.nn.Module) -> None:
+    """Raise ``TypeError`` if ``model`` is parallelised in a way autolrs does not support.
 
-    Each rank's snapshot would hold only its shard, so a ``state_dict()`` saved on rank 0 could not resume
-    the other ranks. Only modules already imported are looked for: a model cannot use one that is not.
+    Supported: a replicated model (DDP, or none) and FSDP2's ``fully_shard`` on a 1-D mesh over every rank
+    (DTensor parameters, each rank snapshotting its own shards). Refused: the older
+    ``FullyShardedDataParallel`` (FSDP1: its flat parameters are not DTensors) and DTensors on a mesh of
+    several dimensions (HSDP, ``fully_shard`` on a 2-D replicate x shard mesh, or FSDP with tensor
+    parallelism). Only modules already imported are looked for: a model cannot use one that is not.
     """
-    fsdp = getattr(sys.modules.get("torch.distributed.fsdp"), "FullyShardedDataParallel", None)
-    dtensor = tuple(getattr(sys.modules.get(name), "DTensor", None)
-                    for name in ("torch.distributed.tensor", "torch.distributed._tensor"))
-    dtensor = tuple(kind for kind in dtensor if isinstance(kind, type))
-    sharded = fsdp is not None and any(isinstance(module, fsdp) for module in model.modules())
-    sharded = sharded or bool(dtensor) and any(isinstance(p, dtensor) for p in model.parameters())
-    if sharded:
+    fsdp1 = getattr(sys.modules.get("torch.distributed.fsdp"), "FullyShardedDataParallel", None)
+    if isinstance(fsdp1, type) and any(isinstance(module, fsdp1) for module in model.modules()):
         raise TypeError(
-            "autolrs does not support sharded models (FSDP, fully_shard, DTensor parameters) yet: each rank's snapshot "
-            "would hold only its own shard, and a state_dict() saved on rank 0 could not resume the other ranks. Use "
-            "DistributedDataParallel (see the README, 'Distributed training (DDP)')."
+            "autolrs does not support FullyShardedDataParallel (FSDP1): use FSDP2's "
+            "torch.distributed.fsdp.fully_shard, whose DTensor parameters autolrs snapshots shard by shard (README, "
+            "'Distributed training'), or DistributedDataParallel."
         )
+    dtensor = dtensor_class()
+    if dtensor is None:
+        return
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if not isinstance(t, dtensor):
+            continue
+        mesh = t.device_mesh
+        if mesh.ndim != 1:
+            raise TypeError(
+                f"autolrs does not support HSDP or other multi-dimensional device meshes: {name} is a DTensor on a "
+                f"{mesh.ndim}-D mesh {tuple(mesh.shape)} (placements {tuple(t.placements)}). Shard the model with "
+                "fully_shard on a 1-D mesh over every rank (the default), or replicate it with "
+                "DistributedDataParallel."
+            )
+        if mesh.size() != world:
+            raise TypeError(
+                f"autolrs supports DTensor parameters on a mesh over every rank; {name}'s mesh has {mesh.size()} ranks "
+                f"of the {world} in the process group, and autolrs averages the loss over all of them."
+            )
 
 
 class Communicator:

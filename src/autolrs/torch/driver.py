@@ -10,9 +10,10 @@ ran since the last call, so the losses of micro-batches under gradient accumulat
 optimizer step's, a step that ``GradScaler`` skipped (inf gradients) is not counted, and a call that missed
 optimizer steps, or an LR set behind its back, raises instead of silently desynchronising the schedule.
 
-Under an initialised ``torch.distributed`` process group of several ranks (DDP launched by torchrun) it
-averages the loss over the ranks, so that every rank's controller takes the same decisions, and checks
-that they do (:mod:`autolrs.torch.distributed`); every rank snapshots and restores its own replica.
+Under an initialised ``torch.distributed`` process group of several ranks (DDP or FSDP2 launched by
+torchrun) it averages the loss over the ranks, so that every rank's controller takes the same decisions, and
+checks that they do (:mod:`autolrs.torch.distributed`); every rank snapshots and restores its own replica
+(DDP) or its own shards (FSDP2's ``fully_shard``).
 
 Callbacks (``callbacks=``, :meth:`AutoLRS.add_callback`; writers in :mod:`autolrs.loggers`) observe every
 step's decision, every candidate's end and every stage's end. The driver tells those ends from the
@@ -35,7 +36,7 @@ from ..controller import Decision, StageController
 from ..replay import schedule_from_history
 from .arguments import as_float, make_config, optimizers_of
 from .callbacks import Callbacks
-from .distributed import Communicator, check_replicated
+from .distributed import Communicator, check_parallelism
 from .snapshot import Snapshot, check_snapshotable, normalise_name
 
 __all__ = ["AutoLRS"]
@@ -73,9 +74,10 @@ class AutoLRS:
             are ready-made). They are not part of :meth:`state_dict`: pass them again when resuming.
 
     Under ``torch.distributed`` (an initialised process group of several ranks), build it on every rank with
-    the same options, after wrapping the model in ``DistributedDataParallel``: the loss (and ``val_fn``'s
-    result) is averaged over the ranks, so every rank decides the same, which one all_reduce per step also
-    checks (README, "Distributed training (DDP)").
+    the same options, after wrapping the model in ``DistributedDataParallel`` or sharding it with FSDP2's
+    ``fully_shard`` (1-D mesh; FSDP1 and HSDP are refused): the loss (and ``val_fn``'s result) is averaged
+    over the ranks, so every rank decides the same, which one all_reduce per step also checks (README,
+    "Distributed training"). Under FSDP2 each rank snapshots only its own shards.
 
     Example:
         >>> import torch
@@ -106,7 +108,7 @@ class AutoLRS:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, but got {type(model).__name__}.")
         optimizers = optimizers_of(optimizer)
-        check_replicated(model)
+        check_parallelism(model)
         check_snapshotable(model, optimizers)
         if val_fn is not None and not callable(val_fn):
             raise TypeError(f"val_fn must be a callable returning the validation loss, but got {val_fn!r}.")
@@ -374,7 +376,8 @@ class AutoLRS:
 
         During a search the live model is a candidate's exploration branch; this returns the stage
         snapshot instead (tensors on the snapshot device; do not modify them). Use it to evaluate or save
-        the model you would keep, e.g. ``eval_model.load_state_dict(sched.kept_state_dict())``.
+        the model you would keep, e.g. ``eval_model.load_state_dict(sched.kept_state_dict())``. Under FSDP2
+        the sharded tensors are DTensors built on this rank's snapshot shards, as ``model.state_dict()``'s.
         """
         live = self.model.state_dict()
         if self.controller.phase != "explore":
@@ -389,6 +392,12 @@ class AutoLRS:
         Includes a copy of the stage snapshot (its own tensors: keeping the dict in memory as a roll-back
         point is safe), so a run stopped mid-search resumes mid-search. Save it with the model's, the
         optimizers' (and the scaler's) state dicts, and RNG states for bit-identical continuation.
+
+        Under DDP it is the same on every rank: save rank 0's, and load it on every rank. Under FSDP2 it is
+        per rank: the controller's state (the same on every rank) and this rank's shard of the snapshot
+        (plain tensors, still loadable with ``weights_only=True``). Every rank saves its own (e.g. to
+        ``f"autolrs.rank{rank}.pt"``, beside its shard of the model and optimizer state) and loads its own
+        on resume, with the same number of ranks: :meth:`load_state_dict` refuses another rank's state.
         """
         return {
             "version": DRIVER_STATE_VERSION,

@@ -13,6 +13,13 @@ It lives on the device asked for ("cpu" frees accelerator memory; "model" keeps 
 device, which makes restores cheaper on a GPU). Storage is allocated once and reused, and restore copies in
 place, so the optimizers keep pointing at the same parameter objects.
 
+A sharded model (FSDP2's ``fully_shard``: its parameters and their optimizer state are DTensors) is
+snapshotted shard by shard: each rank copies the local shards it holds (``DTensor.to_local()``) and restores
+them in place, with no communication, so the snapshot of a rank holds about ``1/world_size`` of the model and
+optimizer state. Its :meth:`Snapshot.state_dict` is that rank's shard, as plain tensors, with a ``sharding``
+entry (rank, world size, global shapes) that :meth:`Snapshot.check_state_dict` checks: each rank must load the
+state it saved.
+
 :meth:`Snapshot.state_dict` returns copies (a saved state is a roll-back point that later stages must not
 overwrite); :meth:`Snapshot.check_state_dict` validates a saved state against the live objects before
 anything changes.
@@ -22,11 +29,13 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
-__all__ = ["Snapshot", "check_snapshotable", "normalise_name"]
+__all__ = ["Snapshot", "check_snapshotable", "dtensor_class", "local_tensor", "normalise_name"]
 
 _PLAIN = (bool, int, float, str, type(None))
 # GradScaler.state_dict()'s keys (torch.amp.GradScaler, enabled).
@@ -40,6 +49,54 @@ def normalise_name(name: str) -> str:
     without that prefix lets a run saved from a compiled model resume into a plain one and back.
     """
     return ".".join(part for part in name.split(".") if part != "_orig_mod")
+
+
+def dtensor_class() -> type | None:
+    """``torch.distributed.tensor.DTensor`` if it is imported (a model cannot hold one otherwise), else None."""
+    for name in ("torch.distributed.tensor", "torch.distributed._tensor"):
+        kind = getattr(sys.modules.get(name), "DTensor", None)
+        if isinstance(kind, type):
+            return kind
+    return None
+
+
+def _is_dtensor(t: Any) -> bool:
+    kind = dtensor_class()
+    return kind is not None and isinstance(t, kind)
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank holds of ``t``: a DTensor's local shard (its storage, not a copy), else ``t``."""
+    if _is_dtensor(t):
+        with torch.no_grad():  # to_local() under no_grad is the local tensor itself, not an autograd view
+            return t.to_local()
+    return t
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a DTensor is spread over the ranks: what turns a saved local shard back into a DTensor."""
+
+    mesh: Any
+    placements: tuple
+    shape: tuple
+    stride: tuple
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> _Layout:
+        return cls(t.device_mesh, tuple(t.placements), tuple(t.shape), tuple(t.stride()))
+
+    def wrap(self, local: torch.Tensor) -> torch.Tensor:
+        return dtensor_class().from_local(local, self.mesh, self.placements, run_check=False,
+                                          shape=torch.Size(self.shape), stride=self.stride)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _storage_like(t: torch.Tensor, device: str | torch.device, home: torch.device | str | None = None) -> torch.Tensor:
@@ -111,6 +168,8 @@ class Snapshot:
         device: where the copy lives: ``"cpu"`` (default), ``"model"`` (each tensor's own device), or any
             ``torch.device``.
         scaler: a ``torch.amp.GradScaler`` whose state is copied too (None: none).
+
+    Under FSDP2 (``DTensor`` parameters) every tensor is this rank's local shard, :attr:`nbytes` included.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer, device: str | torch.device = "cpu", *, scaler=None):
@@ -122,6 +181,7 @@ class Snapshot:
         self._tensors: dict[str, torch.Tensor] = {}             # model tensors and extra params, by name
         self._optim: list[dict[int, dict[str, Any]]] = []        # per optimizer: state by param index
         self._optim_devices: list[dict[int, dict[str, str]]] = []
+        self._optim_layouts: list[dict[int, dict[str, _Layout]]] = []  # optimizer state that is a DTensor
         self._groups: list[list[dict[str, Any]]] = []
         self._scaler: dict | None = None
         self.taken = False
@@ -131,11 +191,20 @@ class Snapshot:
         return [p for group in self.optimizers[k].param_groups for p in group["params"]]
 
     def _live(self) -> tuple[dict[str, torch.Tensor], set[str]]:
-        """Every tensor copied, by snapshot name, and the names of those that are parameters.
+        """Every tensor copied (a DTensor's local shard), by snapshot name, and the names of the parameters.
 
         The model's parameters and buffers under their (normalised) names; a parameter an optimizer holds
         that the model does not, as ``optimizer.<k>.param.<i>``.
         """
+        named, params = self._live_global()
+        return {name: local_tensor(t) for name, t in named.items()}, params
+
+    def _layouts(self) -> dict[str, _Layout]:
+        """The layout of every live tensor that is a DTensor, by snapshot name (empty: not sharded)."""
+        return {name: _Layout.of(t) for name, t in self._live_global()[0].items() if _is_dtensor(t)}
+
+    def _live_global(self) -> tuple[dict[str, torch.Tensor], set[str]]:
+        """As :meth:`_live`, the DTensors as they are (not their local shards)."""
         named: dict[str, torch.Tensor] = {}
         params: set[str] = set()
         for name, p in self.model.named_parameters():
@@ -159,7 +228,7 @@ class Snapshot:
     # -- take / restore ----------------------------------------------------------------------------
     @torch.no_grad()
     def take(self) -> None:
-        """Copy the current model, optimizer and scaler state into the snapshot."""
+        """Copy the current model, optimizer and scaler state (this rank's shards) into the snapshot."""
         live, _ = self._live()
         for name, t in live.items():
             store = self._tensors.get(name)
@@ -168,18 +237,20 @@ class Snapshot:
             store.copy_(t.detach())
         for name in set(self._tensors) - set(live):
             del self._tensors[name]
-        optims, devices = [], []
+        optims, devices, layouts = [], [], []
         for k, optimizer in enumerate(self.optimizers):
             previous_all = self._optim[k] if k < len(self._optim) else {}
-            optim, where_all = {}, {}
+            optim, where_all, layout_all = {}, {}, {}
             for i, p in enumerate(self._params(k)):
                 state = optimizer.state.get(p)
                 if not state:
                     continue
                 previous = previous_all.get(i, {})
-                entry, where = {}, {}
+                entry, where, layout = {}, {}, {}
                 for key, value in state.items():
                     if torch.is_tensor(value):
+                        if _is_dtensor(value):
+                            layout[key], value = _Layout.of(value), local_tensor(value)
                         store = previous.get(key)
                         if not torch.is_tensor(store) or store.shape != value.shape or store.dtype != value.dtype:
                             store = _storage_like(value, self.device)
@@ -188,9 +259,12 @@ class Snapshot:
                     else:
                         entry[key] = copy.deepcopy(value)
                 optim[i], where_all[i] = entry, where
+                if layout:
+                    layout_all[i] = layout
             optims.append(optim)
             devices.append(where_all)
-        self._optim, self._optim_devices = optims, devices
+            layouts.append(layout_all)
+        self._optim, self._optim_devices, self._optim_layouts = optims, devices, layouts
         self._groups = [
             [{key: copy.deepcopy(v) for key, v in group.items() if key != "params"} for group in opt.param_groups]
             for opt in self.optimizers
@@ -213,7 +287,7 @@ class Snapshot:
         for name, t in live.items():
             t.copy_(self._tensors[name])
         for k, optimizer in enumerate(self.optimizers):
-            saved_all, devices = self._optim[k], self._optim_devices[k]
+            saved_all, devices, layouts = self._optim[k], self._optim_devices[k], self._optim_layouts[k]
             for i, p in enumerate(self._params(k)):
                 saved = saved_all.get(i)
                 if saved is None:
@@ -225,11 +299,15 @@ class Snapshot:
                         del state[key]
                 for key, value in saved.items():
                     if torch.is_tensor(value):
+                        layout = layouts.get(i, {}).get(key)
                         current = state.get(key)
-                        if torch.is_tensor(current) and current.shape == value.shape and current.dtype == value.dtype:
+                        current = local_tensor(current) if torch.is_tensor(current) and \
+                            _is_dtensor(current) == (layout is not None) else None
+                        if current is not None and current.shape == value.shape and current.dtype == value.dtype:
                             current.copy_(value)
                         else:
-                            state[key] = value.to(devices[i][key], copy=True)
+                            copied = value.to(devices[i][key], copy=True)
+                            state[key] = copied if layout is None else layout.wrap(copied)
                     else:
                         state[key] = copy.deepcopy(value)
             for group, saved in zip(optimizer.param_groups, self._groups[k]):
@@ -240,7 +318,7 @@ class Snapshot:
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the snapshot, in bytes."""
+        """Memory held by the snapshot, in bytes (on this rank: under FSDP2, this rank's shards)."""
         total = sum(t.numel() * t.element_size() for t in self._tensors.values())
         for optim in self._optim:
             for entry in optim.values():
@@ -248,8 +326,13 @@ class Snapshot:
         return total
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
-        """The snapshot's model parameters and buffers by (normalised) name: views, do not modify them."""
-        return {name: t for name, t in self._tensors.items() if not name.startswith("optimizer.")}
+        """The snapshot's model parameters and buffers by (normalised) name: views, do not modify them.
+
+        A tensor the model holds as a DTensor comes back as one, built on this rank's saved shard.
+        """
+        layouts = self._layouts()
+        return {name: layouts[name].wrap(t) if name in layouts else t
+                for name, t in self._tensors.items() if not name.startswith("optimizer.")}
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict | None:
@@ -257,10 +340,14 @@ class Snapshot:
 
         Copies, unlike ``nn.Module.state_dict()``'s views: the snapshot's storage is reused by every later
         stage, so a state kept in memory as a roll-back point would otherwise change under the caller.
+
+        Under FSDP2 it is this rank's shard: its local shards as plain tensors, and a ``"sharding"`` entry
+        (this rank, the world size, the global shape of every sharded tensor, which optimizer state entries
+        are sharded) by which :meth:`check_state_dict` refuses another rank's shard.
         """
         if not self.taken:
             return None
-        return {
+        state = {
             "model": {name: t.clone() for name, t in self._tensors.items()},
             "optimizers": [
                 {
@@ -276,6 +363,17 @@ class Snapshot:
             ],
             "scaler": copy.deepcopy(self._scaler),
         }
+        layouts = self._layouts()
+        if layouts:
+            rank, world = _rank_and_world()
+            state["sharding"] = {
+                "rank": rank,
+                "world_size": world,
+                "shapes": {name: list(layout.shape) for name, layout in layouts.items()},
+                "optimizer_state": [{i: sorted(keys) for i, keys in layout_all.items()}
+                                    for layout_all in self._optim_layouts],
+            }
+        return state
 
     def check_state_dict(self, state: dict | None) -> None:
         """Raise ``ValueError``/``TypeError`` if ``state`` does not fit these objects; changes nothing.
@@ -285,9 +383,11 @@ class Snapshot:
         """
         if state is None:
             return
-        if not isinstance(state, dict) or set(state) != {"model", "optimizers", "scaler"}:
+        keys = {"model", "optimizers", "scaler"}
+        if not isinstance(state, dict) or set(state) - {"sharding"} != keys:
             keys = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"The saved snapshot is not a Snapshot.state_dict() (got {keys}).")
+        self._check_sharding(state.get("sharding"), state["optimizers"])
         self._check_tensors(state["model"])
         saved_optims = state["optimizers"]
         if not isinstance(saved_optims, list) or len(saved_optims) != len(self.optimizers):
@@ -296,6 +396,49 @@ class Snapshot:
         for k, saved in enumerate(saved_optims):
             self._check_optimizer(k, saved)
         self._check_scaler(state["scaler"])
+
+    def _check_sharding(self, saved: Any, saved_optims: Any) -> None:
+        """Raise unless ``saved`` (a state's ``"sharding"``) is this rank's, for this sharded model."""
+        layouts = self._layouts()
+        if (saved is None) != (not layouts):
+            raise ValueError(
+                "The saved snapshot was taken from a " + ("sharded (FSDP2) model, and this one is not" if saved
+                                                          is not None else "model that was not sharded, and this one "
+                                                          "is (FSDP2, DTensor parameters)") +
+                "; resume with the parallelism of the run that saved it."
+            )
+        if saved is None:
+            return
+        if not isinstance(saved, dict) or set(saved) != {"rank", "world_size", "shapes", "optimizer_state"}:
+            raise ValueError("The saved snapshot's 'sharding' is not in the form Snapshot.state_dict() writes.")
+        rank, world = _rank_and_world()
+        if saved["rank"] != rank or saved["world_size"] != world:
+            raise ValueError(
+                f"This is the state of rank {saved['rank']} of {saved['world_size']}, loaded on rank {rank} of {world}: "
+                "under FSDP2 each rank's state holds its own shards, so each rank must load the file it saved "
+                "(with the same number of ranks)."
+            )
+        shapes = {name: list(layout.shape) for name, layout in layouts.items()}
+        if saved["shapes"] != shapes:
+            raise ValueError(
+                "The saved snapshot's sharded tensors (names or global shapes) are not this model's; load it into the "
+                "architecture, sharded the same way, that saved it."
+            )
+        sharded = saved["optimizer_state"]
+        if not isinstance(sharded, list) or not isinstance(saved_optims, list) or \
+                len(sharded) != len(self.optimizers) or len(saved_optims) != len(sharded):
+            raise ValueError("The saved snapshot's 'sharding' does not list the optimizers' state of this run.")
+        for k, (entries, optim) in enumerate(zip(sharded, saved_optims)):
+            params = self._params(k)
+            state = optim.get("state") if isinstance(optim, dict) else None
+            for i, keys in (entries.items() if isinstance(entries, dict) else [(None, None)]):
+                if not isinstance(i, int) or not isinstance(state, dict) or not isinstance(state.get(i), dict) \
+                        or not 0 <= i < len(params) or not _is_dtensor(params[i]) or not isinstance(keys, list) \
+                        or not all(torch.is_tensor(state[i].get(key)) for key in keys):
+                    raise ValueError(
+                        f"The saved snapshot's optimizer {k} lists sharded state {i!r} that is not the state of one "
+                        "of this optimizer's sharded parameters."
+                    )
 
     def _check_tensors(self, saved: Any) -> None:
         live, params = self._live()
@@ -398,6 +541,7 @@ class Snapshot:
         if state is None:
             self.taken = False
             self._tensors, self._optim, self._optim_devices, self._groups, self._scaler = {}, [], [], [], None
+            self._optim_layouts = []
             return
         live, _ = self._live()
         tensors = {}
@@ -419,6 +563,12 @@ class Snapshot:
             optims.append(optim)
             devices.append({int(i): dict(d) for i, d in saved["devices"].items()})
         self._tensors, self._optim, self._optim_devices = tensors, optims, devices
+        # Sharded optimizer state is laid out as its parameter (torch's optimizers build it with zeros_like(p)).
+        sharded = state.get("sharding", {}).get("optimizer_state") or [{} for _ in self.optimizers]
+        self._optim_layouts = [
+            {int(i): {key: _Layout.of(self._params(k)[int(i)]) for key in keys} for i, keys in entries.items()}
+            for k, entries in enumerate(sharded)
+        ]
         self._groups = [copy.deepcopy(saved["param_groups"]) for saved in state["optimizers"]]
         self._scaler = copy.deepcopy(state["scaler"])
         self.taken = True
