@@ -9,8 +9,10 @@ state in Lightning's checkpoints and logs ``autolrs/lr``, ``autolrs/phase`` and 
 
 Under Lightning's DDP strategy the loss is averaged by AutoLRS itself over the process group that Lightning
 initialised: one all_reduce per step that also checks that every rank decided the same (README,
-"Distributed training (DDP)"); reducing it with ``trainer.strategy.reduce`` first would only add a second
-collective. Strategies that run several processes without a ``torch.distributed`` group are refused.
+"Distributed training"); reducing it with ``trainer.strategy.reduce`` first would only add a second
+collective. Strategies that run several processes without a ``torch.distributed`` group are refused, and so
+are sharded ones (FSDP1 by AutoLRS; FSDP2's DTensor modules here: Lightning's checkpoints keep one callback
+state for all ranks, where each rank's autolrs state holds its own shards).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from ..config import AutoLRSConfig
 from ..loggers import PHASE_CODES
 from ..torch.driver import AutoLRS
+from ..torch.snapshot import dtensor_class
 
 __all__ = ["AutoLRSCallback"]
 
@@ -81,6 +84,14 @@ class AutoLRSCallback(pl.Callback):
                 f"AutoLRSCallback runs on {world} processes only under a torch.distributed process group (Lightning's "
                 f"DDP strategies); {type(trainer.strategy).__name__} has none, so the ranks would not share one "
                 "schedule."
+            )
+        dtensor = dtensor_class()
+        if dtensor is not None and any(isinstance(p, dtensor) for p in pl_module.parameters()):
+            raise NotImplementedError(
+                f"AutoLRSCallback supports Lightning's DDP strategies, not sharded ones ({type(trainer.strategy).__name__}"
+                " shards the module: DTensor parameters): under FSDP2 each rank's autolrs state holds its own shards, "
+                "and Lightning's checkpoints keep one callback state for all ranks. Use AutoLRS in a plain loop "
+                "(README, 'Distributed training': examples/fsdp_train.py)."
             )
         config, options = self._config, dict(self._options)
         budget = config.total_steps if config is not None else options.get("total_steps")
