@@ -306,7 +306,10 @@ def fail(rank, world, out: Path, scenario: str) -> None:
 
 
 def refused(rank, world, out: Path) -> None:
-    """HSDP and FSDP1 raise TypeError at construction; ``refused_rank{r}.json`` gets the messages."""
+    """HSDP and FSDP1 raise TypeError at construction, Lightning's callback refuses a fully_shard module;
+    ``refused_rank{r}.json`` gets the messages."""
+    from types import SimpleNamespace
+
     from torch.distributed.device_mesh import init_device_mesh
 
     errors = {}
@@ -318,6 +321,19 @@ def refused(rank, world, out: Path) -> None:
             AutoLRS(model, torch.optim.SGD(model.parameters(), lr=0.1), **OPTIONS)
         except TypeError as error:
             errors[kind] = str(error)
+    try:
+        from autolrs.integrations.lightning import AutoLRSCallback
+    except ImportError:  # lightning is an optional extra
+        AutoLRSCallback = None
+    if AutoLRSCallback is not None:
+        net = shard(mlp())
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        trainer = SimpleNamespace(lr_scheduler_configs=[], optimizers=[optimizer], world_size=world,
+                                  strategy=SimpleNamespace(), max_steps=-1)
+        try:
+            AutoLRSCallback(min_lr=1e-3, max_lr=1.0, total_steps=100).on_fit_start(trainer, net)
+        except NotImplementedError as error:
+            errors["Lightning"] = str(error)
     (out / f"refused_rank{rank}.json").write_text(json.dumps(errors))
 
 
