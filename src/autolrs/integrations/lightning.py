@@ -32,7 +32,7 @@ import torch
 from ..config import AutoLRSConfig
 from ..loggers import PHASE_CODES
 from ..torch.driver import AutoLRS
-from ..torch.snapshot import dtensor_class
+from ..torch.shards import dtensor_class
 
 __all__ = ["AutoLRSCallback"]
 

@@ -30,7 +30,7 @@ import zlib
 import torch
 import torch.distributed as dist
 
-from .snapshot import dtensor_class
+from .shards import dtensor_class
 
 __all__ = ["Communicator", "check_parallelism"]
 
