@@ -1,4 +1,4 @@
-"""Checks of what a user hands to :class:`~autolrs.AutoLRS`: the loss, the options, the optimizers.
+"""Checks of what a user hands to :class:`~autolrs.AutoLRS`: the loss, the options, the optimizers, the keywords.
 
 Each bad value fails at once with a ``TypeError``/``ValueError`` that names it and says what to pass.
 """
@@ -11,8 +11,9 @@ import numbers
 import torch
 
 from ..config import AutoLRSConfig
+from .callbacks import Callbacks
 
-__all__ = ["as_float", "make_config", "optimizers_of"]
+__all__ = ["as_float", "check_keywords", "make_config", "optimizers_of"]
 
 
 def as_float(value, what: str) -> float:
@@ -71,3 +72,23 @@ def optimizers_of(optimizer) -> list[torch.optim.Optimizer]:
     if len({id(opt) for opt in optimizers}) != len(optimizers):
         raise ValueError("The same optimizer appears twice in the optimizer list.")
     return optimizers
+
+
+def check_keywords(val_fn, scaler, callbacks, snapshot_device) -> Callbacks:
+    """Check AutoLRS's ``val_fn``, ``scaler``, ``callbacks`` and ``snapshot_device``; returns the run's callbacks."""
+    if val_fn is not None and not callable(val_fn):
+        raise TypeError(f"val_fn must be a callable returning the validation loss, but got {val_fn!r}.")
+    if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+        raise TypeError(f"scaler must be a torch.amp.GradScaler (or None), but got {type(scaler).__name__}.")
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of callback objects, but got {type(callbacks).__name__}; "
+                        "wrap a single one in a list: callbacks=[logger].")
+    callbacks = Callbacks(callbacks)
+    if snapshot_device != "model":
+        try:
+            torch.device(snapshot_device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(
+                f"snapshot_device must be 'cpu', 'model' or a torch.device, but got {snapshot_device!r}."
+            ) from error
+    return callbacks

@@ -5,10 +5,10 @@ asked, a validation loss) to :class:`~autolrs.controller.StageController`, then 
 restore the stage snapshot, take a new one, set the LR of every param group. The decision therefore
 takes effect on the very next optimizer step.
 
-It counts real optimizer steps, not calls: a hook on every optimizer tells it whether ``optimizer.step()``
-ran since the last call, so the losses of micro-batches under gradient accumulation are averaged into their
-optimizer step's, a step that ``GradScaler`` skipped (inf gradients) is not counted, and a call that missed
-optimizer steps, or an LR set behind its back, raises instead of silently desynchronising the schedule.
+It counts real optimizer steps, not calls (:mod:`autolrs.torch.optimizer_steps`): the losses of micro-batches
+under gradient accumulation are averaged into their optimizer step's, a step that ``GradScaler`` skipped (inf
+gradients) is not counted, and a call that missed optimizer steps, or an LR set behind its back
+(:mod:`autolrs.torch.lr_groups`), raises instead of silently desynchronising the schedule.
 
 Under an initialised ``torch.distributed`` process group of several ranks (DDP or FSDP2 launched by
 torchrun) it averages the loss over the ranks, so that every rank's controller takes the same decisions, and
@@ -24,9 +24,6 @@ step, so the controller knows nothing of them.
 from __future__ import annotations
 
 import dataclasses
-import math
-import warnings
-import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -34,14 +31,15 @@ import torch
 from ..config import AutoLRSConfig
 from ..controller import Decision, StageController
 from ..replay import schedule_from_history
-from .arguments import as_float, make_config, optimizers_of
-from .callbacks import Callbacks
+from .arguments import as_float, check_keywords, make_config, optimizers_of
 from .distributed import Communicator, check_parallelism
+from .driver_state import DRIVER_STATE_VERSION, check_state
+from .lr_groups import check_untouched, group_layout, group_ratios, param_groups, set_lr
+from .optimizer_steps import OptimizerSteps
 from .snapshot import Snapshot, check_snapshotable, normalise_name
+from .validation import validation_loss
 
 __all__ = ["AutoLRS"]
-
-DRIVER_STATE_VERSION = 2  # 2: several optimizers, extra params and a GradScaler in the snapshot
 
 
 class AutoLRS:
@@ -110,75 +108,25 @@ class AutoLRS:
         optimizers = optimizers_of(optimizer)
         check_parallelism(model)
         check_snapshotable(model, optimizers)
-        if val_fn is not None and not callable(val_fn):
-            raise TypeError(f"val_fn must be a callable returning the validation loss, but got {val_fn!r}.")
-        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            raise TypeError(f"scaler must be a torch.amp.GradScaler (or None), but got {type(scaler).__name__}.")
-        if not isinstance(callbacks, (list, tuple)):
-            raise TypeError(f"callbacks must be a list of callback objects, but got {type(callbacks).__name__}; "
-                            "wrap a single one in a list: callbacks=[logger].")
-        callbacks = Callbacks(callbacks)
-        if snapshot_device != "model":
-            try:
-                torch.device(snapshot_device)
-            except (RuntimeError, TypeError) as error:
-                raise ValueError(
-                    f"snapshot_device must be 'cpu', 'model' or a torch.device, but got {snapshot_device!r}."
-                ) from error
+        callbacks = check_keywords(val_fn, scaler, callbacks, snapshot_device)
         self.config = make_config(config, options, use_validation=val_fn is not None)
         self.model = model
         self.optimizers = optimizers
         self.optimizer = optimizers[0]
         self.scaler = scaler
         self.val_fn = val_fn
-        self._layout = self._group_layout()
-        self._lr_ratios = self._group_ratios()
+        self._layout = group_layout(optimizers)
+        self._lr_ratios = group_ratios(optimizers)
         self.snapshot = Snapshot(model, optimizers, snapshot_device, scaler=scaler)
         self.controller = StageController(self.config)
         self._comm = Communicator.current()
         self._finalized = False
         self._last_lr: list[float] = []
-        # Optimizer steps counted by the hooks, and the counts at the last step() that took one.
-        self._optimizer_steps = [0] * len(optimizers)
-        self._seen_steps = [0] * len(optimizers)
-        self._hooks = [opt.register_step_post_hook(_StepCounter(self, k)) for k, opt in enumerate(optimizers)]
-        self._pending: list[float] = []  # losses of calls with no optimizer step yet (micro-batches)
-        self._warned_extra_calls = False
-        self._last_scale = self._scale()
-        self.skipped_steps = 0
+        self._steps = OptimizerSteps(optimizers, scaler)  # which step() calls report an optimizer step
         self._callbacks = callbacks
         if self._comm is not None:
             self._comm.check_same_run(self.config.to_dict(), self._lr_ratios)
         self._apply(self.controller.begin())
-
-    def _groups(self) -> list[dict]:
-        return [group for opt in self.optimizers for group in opt.param_groups]
-
-    def _group_layout(self) -> list[list[int]]:
-        """How many params each group of each optimizer holds: add_param_group changes it."""
-        return [[len(group["params"]) for group in opt.param_groups] for opt in self.optimizers]
-
-    def _group_ratios(self) -> list[float]:
-        groups = self._groups()
-        if not groups:
-            raise ValueError("The optimizer has no param groups.")
-        lrs = []
-        for i, group in enumerate(groups):
-            if "lr" not in group:
-                raise ValueError(
-                    f"Param group {i} of the optimizer has no 'lr'; autolrs sets each group's 'lr', so use an "
-                    "optimizer with a learning rate."
-                )
-            lr = as_float(group["lr"], f"param group {i}'s lr")
-            if not math.isfinite(lr) or lr < 0:
-                raise ValueError(f"Param group {i} has lr={lr!r}; expected a finite lr >= 0.")
-            lrs.append(lr)
-        if lrs[0] <= 0:
-            raise ValueError(
-                f"The first param group's lr is {lrs[0]!r}; autolrs keeps the other groups' ratios to it, so it must "
-                "be > 0 (any positive value works: autolrs replaces it)."
-            )
-        return [lr / lrs[0] for lr in lrs]
 
     # -- the loop ----------------------------------------------------------------------------------
     def step(self, loss) -> None:
@@ -194,27 +142,14 @@ class AutoLRS:
                 "`sched.done` is true."
             )
         value = as_float(loss, "loss")
-        self._check_untouched()
-        new = max(now - seen for now, seen in zip(self._optimizer_steps, self._seen_steps))
-        scale = self._scale()  # read once: on a GPU each read waits for the device
-        skipped = scale is not None and self._last_scale is not None and scale < self._last_scale
-        if new == 0 or skipped:
-            # GradScaler lowers its scale exactly when it skips a step for inf/NaN gradients. A fused optimizer
-            # (AdamW(fused=True)) unscales itself: GradScaler calls its step() on an inf step too, which then
-            # changes nothing. The hook fires, but the fallen scale says it was skipped.
-            self._no_optimizer_step(value, scale, skipped)
+        check_untouched(self.optimizers, self._layout, self._last_lr)
+        counted = self._steps.count(value)  # None: no optimizer step since the last call (recorded there)
+        if counted is None:
             return
-        if new > 1:
-            self._seen_steps = list(self._optimizer_steps)
-            raise ValueError(
-                f"optimizer.step() ran {new} times since the last sched.step(loss): call sched.step(loss) once after "
-                "every optimizer step (autolrs decides the LR of each step)."
-            )
-        if self._pending:
-            value = (sum(self._pending) + value) / (len(self._pending) + 1)
+        value, scale = counted
         # Nothing is consumed until the controller has taken the step: a val_fn (or anything below) that
         # raises leaves the step to be reported again.
-        val = self._validate() if self.controller.expects_validation else None
+        val = validation_loss(self.model, self.val_fn) if self.controller.expects_validation else None
         if self._comm is not None:
             value, val = self._comm.average(self.controller.steps_taken, value, val, self.controller.fingerprint())
         elif Communicator.current() is not None:
@@ -225,84 +160,22 @@ class AutoLRS:
         if self._callbacks:
             mark, phase, lr = self._callbacks.mark(self.controller), self.controller.phase, self._last_lr[0]
         decision = self.controller.step(value, val)
-        self._seen_steps = list(self._optimizer_steps)
-        self._pending = []
-        self._last_scale = scale
+        self._steps.consumed(scale)
         self._apply(decision)
         if self._callbacks:
             info = {"step": self.controller.steps_taken, "phase": phase, "lr": lr, "loss": value,
                     "val_loss": val, "decision": dataclasses.asdict(decision)}
             self._callbacks.notify(self, info, mark)
 
-    def _scale(self) -> float | None:
-        return self.scaler.get_scale() if self.scaler is not None and self.scaler.is_enabled() else None
-
-    def _no_optimizer_step(self, value: float, scale: float | None, skipped: bool) -> None:
-        """A call after which no optimizer step ran: a step the scaler skipped, or a micro-batch."""
-        self._seen_steps = list(self._optimizer_steps)
-        if skipped:
-            self._last_scale = scale
-            self.skipped_steps += 1
-            return
-        self._pending.append(value)
-        if not self._warned_extra_calls:
-            self._warned_extra_calls = True
-            warnings.warn(
-                "sched.step(loss) was called without an optimizer.step() since the previous call: autolrs counts "
-                "optimizer steps, so this loss is averaged into the next optimizer step's (right under gradient "
-                "accumulation; a mistake if sched.step is called twice per step or before optimizer.step()).",
-                UserWarning, stacklevel=3,
-            )
-
-    def _check_untouched(self) -> None:
-        """Raise if a param group was added or an LR was changed since autolrs set it."""
-        if self._group_layout() != self._layout:
-            raise ValueError(
-                f"The optimizer's param groups changed since AutoLRS was built (params per group: {self._layout} then, "
-                f"{self._group_layout()} now): the new group would be neither scheduled nor snapshotted. Add every "
-                "param group before building AutoLRS."
-            )
-        for i, (group, lr) in enumerate(zip(self._groups(), self._last_lr)):
-            now = float(group["lr"]) if torch.is_tensor(group["lr"]) else group["lr"]
-            if now != lr:
-                raise ValueError(
-                    f"Param group {i}'s lr is {now!r}, but autolrs set it to {lr!r}: another LR scheduler (or code) "
-                    "changes the LR. autolrs must be the only one to set it: remove the other scheduler."
-                )
-
-    def _validate(self) -> float:
-        modes = [(module, module.training) for module in self.model.modules()]
-        try:
-            with torch.no_grad():
-                result = self.val_fn()
-        finally:
-            for module, training in modes:
-                module.training = training
-        try:
-            return as_float(result, "val_fn()'s result")
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"{error} val_fn must return the validation loss as a number.") from None
-
     def _apply(self, decision: Decision) -> None:
         if decision.restore:
             self.snapshot.restore()
-            self._last_scale = self._scale()
+            self._steps.rescale()
         if decision.snapshot:
             self.snapshot.take()
-        self._set_lr(decision.lr)
+        self._last_lr = set_lr(self.optimizers, self._lr_ratios, decision.lr)
         if decision.done:
             self._finalized = True
-
-    def _set_lr(self, lr: float) -> None:
-        self._last_lr = []
-        for group, ratio in zip(self._groups(), self._lr_ratios):
-            value = lr * ratio
-            if torch.is_tensor(group["lr"]):
-                group["lr"].fill_(value)
-                value = float(group["lr"])  # what the check reads back, in the tensor's precision
-            else:
-                group["lr"] = value
-            self._last_lr.append(value)
 
     def finalize(self) -> None:
         """End the run: leave the model on a kept state (restoring the stage snapshot if mid-search).
@@ -331,6 +204,15 @@ class AutoLRS:
     def done(self) -> bool:
         """True once the budget is spent (or after :meth:`finalize`)."""
         return self._finalized or self.controller.done
+
+    @property
+    def skipped_steps(self) -> int:
+        """Optimizer steps a GradScaler skipped (inf/NaN gradients): not counted in :attr:`steps_taken`."""
+        return self._steps.skipped
+
+    @skipped_steps.setter
+    def skipped_steps(self, value: int) -> None:
+        self._steps.skipped = value
 
     @property
     def steps_taken(self) -> int:
@@ -405,8 +287,8 @@ class AutoLRS:
             "snapshot": self.snapshot.state_dict(),
             "lr_ratios": list(self._lr_ratios),
             "finalized": self._finalized,
-            "pending": list(self._pending),
-            "skipped_steps": self.skipped_steps,
+            "pending": list(self._steps.pending),
+            "skipped_steps": self._steps.skipped,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -415,65 +297,10 @@ class AutoLRS:
         Everything is checked before anything changes: a state from another configuration, version, model
         or optimizer, or one with a wrong key, type or value, raises and leaves this scheduler as it was.
         """
-        self._check_state_dict(state)
+        check_state(state, len(param_groups(self.optimizers)), self.controller, self.snapshot)
         self.controller.load_state_dict(state["controller"])
         self.snapshot.load_state_dict(state["snapshot"])
         self._lr_ratios = [float(r) for r in state["lr_ratios"]]
         self._finalized = state["finalized"]
-        self._pending = [float(x) for x in state["pending"]]
-        self.skipped_steps = state["skipped_steps"]
-        self._seen_steps = list(self._optimizer_steps)
-        self._last_scale = self._scale()
-        self._set_lr(self.controller.lr)
-
-    def _check_state_dict(self, state) -> None:
-        keys = {"version", "controller", "snapshot", "lr_ratios", "finalized", "pending", "skipped_steps"}
-        if not isinstance(state, dict) or "controller" not in state:
-            raise TypeError(f"Expected a dict from AutoLRS.state_dict(), but got {type(state).__name__}.")
-        if state.get("version") != DRIVER_STATE_VERSION:
-            raise ValueError(
-                f"This state was saved by AutoLRS state version {state.get('version')!r}; this autolrs reads "
-                f"version {DRIVER_STATE_VERSION}. Resume with the autolrs release that saved it."
-            )
-        if set(state) != keys:
-            raise ValueError(f"This AutoLRS state has keys {sorted(state)}; expected {sorted(keys)}.")
-        ratios = state["lr_ratios"]
-        if not isinstance(ratios, list) or len(ratios) != len(self._groups()):
-            raise ValueError(
-                f"This state was saved for {len(ratios) if isinstance(ratios, list) else ratios!r} param groups, but "
-                f"the optimizers have {len(self._groups())}."
-            )
-        if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r >= 0
-                   for r in ratios) or ratios[0] != 1.0:
-            raise ValueError(f"This state's lr_ratios {ratios!r} are not finite ratios to the first group (1.0 first).")
-        if not isinstance(state["finalized"], bool):
-            raise TypeError(f"This state's 'finalized' is {state['finalized']!r}, not a bool.")
-        pending = state["pending"]
-        if not isinstance(pending, list) or not all(isinstance(x, float) for x in pending):
-            raise TypeError(f"This state's 'pending' is {pending!r}, not a list of floats.")
-        skipped = state["skipped_steps"]
-        if not isinstance(skipped, int) or isinstance(skipped, bool) or skipped < 0:
-            raise TypeError(f"This state's 'skipped_steps' is {skipped!r}, not an int >= 0.")
-        self.controller.check_state_dict(state["controller"])
-        if state["snapshot"] is None and state["controller"]["phase"] not in ("warmup", "done"):
-            raise ValueError(
-                f"This AutoLRS state has no snapshot but is in the {state['controller']['phase']!r} phase, which "
-                "restores one: the state is corrupt."
-            )
-        self.snapshot.check_state_dict(state["snapshot"])
-
-
-class _StepCounter:
-    """An optimizer step post-hook that counts the optimizer's real steps for one AutoLRS.
-
-    Holds the scheduler weakly: an optimizer outliving its scheduler keeps no scheduler alive.
-    """
-
-    def __init__(self, sched: AutoLRS, index: int) -> None:
-        self.sched = weakref.ref(sched)
-        self.index = index
-
-    def __call__(self, optimizer, args, kwargs) -> None:
-        sched = self.sched()
-        if sched is not None:
-            sched._optimizer_steps[self.index] += 1
+        self._steps.resume(state["pending"], state["skipped_steps"])
+        self._last_lr = set_lr(self.optimizers, self._lr_ratios, self.controller.lr)
