@@ -3,7 +3,8 @@
 Lives in ``benchmarks/.cache/`` (git-ignored): a fresh clone computes everything. The key covers all
 that determines a run's result: the task's full specification (budget included), the method and its
 options, the LR, the seed, the source of the harness code that trains (not the report code), the
-versions of the optimizer packages, and, for autolrs runs only, the autolrs source itself. Changing
+versions of the optimizer packages, and, for autolrs runs (and replays of their schedules) only, the autolrs
+source itself. Changing
 autolrs therefore re-runs autolrs and nothing else; changing a task or the training loop re-runs all.
 """
 
@@ -16,7 +17,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from .methods import Method
+from .methods import AUTOLRS_FAMILIES, Method
 from .tasks.base import TaskSpec
 
 __all__ = ["RunCache", "run_key", "CACHE_DIR"]
@@ -59,7 +60,7 @@ def code_fingerprint(autolrs: bool) -> str:
 
 def run_key(task: TaskSpec, m: Method, lr: float | None, seed: int) -> str:
     identity = {"task": task.to_dict(), "method": m.to_dict(), "lr": lr, "seed": seed,
-                "code": code_fingerprint(m.family == "autolrs")}
+                "code": code_fingerprint(m.family in AUTOLRS_FAMILIES)}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -24,8 +24,9 @@ MODES = ("quick", "default", "full")
 SEEDS = (0, 1, 2)
 # Budget and curve spacing of the quick mode, per task.
 QUICK = {"mnist1d-cnn": (1000, 50), "shakespeare-char": (300, 25), "nqm": (1000, 50)}
-# autolrs, its ablations, the range test + one-cycle and Prodigy run once per seed: they have no LR to tune.
-SINGLE_RUN_METHODS = ("autolrs", *ABLATIONS, "range-test", "prodigy")
+# autolrs, its ablations, the replay of its schedule, the range test + one-cycle and Prodigy run once per seed:
+# they have no LR to tune.
+SINGLE_RUN_METHODS = ("autolrs", *ABLATIONS, "autolrs-replay", "range-test", "prodigy")
 TUNED = (*SCHEDULE_NAMES, "schedule-free")
 # The default mode's cut on the Transformer (~130 s per 2000-step run on one core): the cosine grid
 # (7 x 3 runs) and the single runs fit; the other schedules' grids (5 x 21 runs) do not.

@@ -11,7 +11,7 @@ __all__ = ["plot_curves", "plot_lrs", "plot_grids"]
 COLOURS = {
     "autolrs": "black", "autolrs-paper": "dimgray", "range-test": "tab:olive", "cosine": "tab:blue", "constant": "tab:gray",
     "step": "tab:brown", "one-cycle": "tab:purple", "clr-triangular2": "tab:pink", "sgdr": "tab:cyan",
-    "prodigy": "tab:green", "schedule-free": "tab:orange",
+    "prodigy": "tab:green", "schedule-free": "tab:orange", "autolrs-replay": "teal",
 }
 
 
@@ -46,7 +46,8 @@ def _log_metric(result: dict) -> bool:
 
 
 def _shown(label: str, e: dict) -> bool:
-    """Curves and grids show the baselines, autolrs and the paper's algorithm (the ablation is a table)."""
+    """Curves and grids show the baselines, autolrs, the paper's algorithm and the replay of autolrs's schedule
+    (the ablation is a table)."""
     return e["family"] != "autolrs" or label in ("autolrs", "autolrs-paper")
 
 
@@ -95,7 +96,8 @@ def _steps(trace: list[list]) -> tuple[list, list]:
 
 
 def plot_lrs(result: dict, path: Path) -> Path:
-    """LR against optimizer step: autolrs (seed 0; search and kept steps), the tuned cosine, the optimum."""
+    """LR against optimizer step: autolrs (seed 0; search and kept steps), its schedule replayed on the whole
+    budget, the tuned cosine, the optimum."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.2))
     methods = result["methods"]
@@ -121,6 +123,9 @@ def plot_lrs(result: dict, path: Path) -> Path:
             ax.plot([step, end], [lr, lr], color="black" if kept else "tab:orange", lw=2.2 if kept else 1.2,
                     label=None if name in labelled else name)
             labelled.add(name)
+    if "autolrs-replay" in methods:
+        ax.plot(*_steps(methods["autolrs-replay"]["lr_trace"]), color=COLOURS["autolrs-replay"], lw=1.3, ls="--",
+                label="autolrs's schedule replayed (stretched, no search)")
     ax.set_yscale("log")
     ax.set_ylim(bottom=result["task"]["lr_range"][0] / 10)  # cosine's last steps tend to zero
     return _save(plt, fig, ax, path, "optimizer step (autolrs: search included)", "learning rate",
@@ -136,9 +141,10 @@ def plot_grids(result: dict, path: Path) -> Path:
         if e["tuned"]:
             xs, ys = _finite([row["lr"] for row in e["grid_results"]], [row["mean"] for row in e["grid_results"]])
             ax.plot(xs, ys, "o-", ms=3, color=COLOURS.get(label), label=label)
-        elif e["family"] == "autolrs" and _shown(label, e) and math.isfinite(e["final_mean"]):
+        elif e["family"] in ("autolrs", "autolrs-replay") and _shown(label, e) and math.isfinite(e["final_mean"]):
             ax.axhline(e["final_mean"], color=COLOURS.get(label, "black"), lw=1.5,
-                       ls="-" if label == "autolrs" else "--", label=f"{label} (no tuning)")
+                       ls="-" if label == "autolrs" else "--",
+                       label=f"{label} ({e['tuning_runs']} runs)" if e["tuning_runs"] > 1 else f"{label} (no tuning)")
     ax.set_xscale("log")
     if _log_metric(result):
         ax.set_yscale("log")

@@ -102,8 +102,10 @@ def run_jobs(jobs: list[Job], cache: RunCache, workers: int, threads: int,
     if stats is not None:
         stats["cached"] = stats.get("cached", 0) + len(results)
         stats["trained"] = stats.get("trained", 0) + len(pending)
-    # Longest first: autolrs runs, then the rest, keeps both workers busy to the end.
-    order = sorted(pending.items(), key=lambda item: item[1].method.family != "autolrs")
+    # Longest first: replays (an autolrs run, then the replay), autolrs runs, then the rest, keeps both
+    # workers busy to the end.
+    longest = {"autolrs-replay": 0, "autolrs": 1}
+    order = sorted(pending.items(), key=lambda item: longest.get(item[1].method.family, 2))
     for done, (key, job, (record, error)) in enumerate(_outcomes(order, workers, threads), start=1):
         _log(done, len(order), job, record, error)
         if record is not None:

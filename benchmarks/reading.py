@@ -45,7 +45,7 @@ def losses(result: dict, label: str = "autolrs") -> list[str]:
     if label not in result["methods"]:
         return []
     return [k for k, e in result["methods"].items()
-            if e["family"] != "autolrs" and compare(result, k, label) == "better"]
+            if e["family"] not in ("autolrs", "autolrs-replay") and compare(result, k, label) == "better"]
 
 
 def forecast_errors(entry: dict) -> list[float]:
@@ -102,6 +102,17 @@ def task_reading(result: dict) -> list[str]:
                        f"({a['kept_steps_to_target']:.0f} kept steps): a speedup of "
                        f"{_speed(a, 'speedup_vs_cosine')} over the tuned cosine counting every step, "
                        f"{_speed(a, 'kept_speedup_vs_cosine')} counting kept steps only.")
+    if "autolrs-replay" in methods:
+        r = methods["autolrs-replay"]
+        stretch = [p["stretch"] for p in r.get("replay") or []]
+        how = "" if not stretch else f", stretched {min(stretch):.2f}x" if min(stretch) == max(stretch) else \
+            f", stretched {min(stretch):.2f}-{max(stretch):.2f}x"
+        sentence = (f"autolrs's found schedule replayed on the whole budget (no search{how}; {r['tuning_runs']} "
+                    f"runs of tuning cost): {_spread(result, r)}; against autolrs itself: "
+                    f"{verdict(result, 'autolrs-replay', 'autolrs')}")
+        if "cosine" in methods:
+            sentence += f"; against the tuned cosine: {verdict(result, 'autolrs-replay', 'cosine')}"
+        out.append(sentence + ".")
     best = result.get("best_baseline")
     for peer in ("range-test", "prodigy", "schedule-free"):
         if peer in methods:

@@ -268,8 +268,12 @@ SETUP = f"""\
 - **Steps to target**: the target is the tuned cosine's mean final metric; a method's steps to target is the
   first evaluation at which its seed-mean curve is at least as good (autolrs: total steps, and the mean kept
   steps at that evaluation). Speedup = the reference's steps to target / the method's.
+- **autolrs's schedule replayed** (`autolrs-replay`): one autolrs run (default options) on the seed, then the
+  schedule it found (`AutoLRS.found_schedule()`: the LR of its kept steps) replayed with no search by
+  `autolrs.replay.ReplayLR` from the same initial weights on the same batches, stretched from its kept steps
+  to the whole budget (stages piecewise constant, warmup and decay linear); the replay is the model measured.
 - **Tuning cost**: optimizer steps a user spends to obtain the model: grid points x budget for a tuned
-  method, one budget for autolrs, the range test + one-cycle and Prodigy.
+  method, one budget for autolrs, the range test + one-cycle and Prodigy, two budgets for `autolrs-replay`.
 - **autolrs overhead**: wall time inside autolrs (its constructor and `step`: controller, forecasts, GP
   fits, snapshots and restores, `val_fn` if any), measured with `perf_counter` in the same runs, divided by
   the run's wall time (training loop without the harness's curve evaluations).

@@ -22,13 +22,15 @@ Strict JSON: a non-finite number (a diverged run's loss, a missing figure) is ``
 
 Method entry::
 
-    label, family ("schedule" | "schedule-free" | "prodigy" | "autolrs"), options (autolrs keyword arguments)
+    label, family ("schedule" | "schedule-free" | "prodigy" | "range-test" | "autolrs" | "autolrs-replay"),
+                    options (autolrs keyword arguments)
     tuned           bool: chosen on an LR grid
     lr              the chosen peak LR (tuned), the fixed LR, or null
     grid            [lr] tried (with extensions) | null;  grid_results: [{lr, mean, std, finals, seeds,
                     diverged, complete}] | null;  best_at_edge: bool;  extensions: int
-    tuning_runs     runs a user needs to obtain the model (grid points, or 1);  tuning_steps: x budget
-    benchmark_runs  runs this benchmark spent on the method (grid points x seeds)
+    tuning_runs     runs a user needs to obtain the model (grid points; 2 for autolrs-replay; else 1);
+                    tuning_steps: x budget
+    benchmark_runs  runs this benchmark spent on the method (tuning_runs x seeds)
     final_mean, final_std   the metric at the budget over seeds (the chosen LR);  extra_means: {metric: mean}
     per_seed        [{seed, final: {metric: value}, diverged, diverged_at, steps_taken, kept_steps,
                     expected_loss, wall_s, overhead_s, overhead, warnings}]
@@ -39,7 +41,11 @@ Method entry::
     lr_trace        [[step, lr, phase]] of the first seed: LR changes (thinned), phase "keep" | "explore" |
                     "warmup", last row "end"
     expected_loss_mean, ratio_to_optimal, expected_ratio_to_optimal   (nqm only)
-    autolrs         [{seed, stages: [...], config}] (autolrs only): every stage's candidates and choice
+    autolrs         [{seed, stages: [...], config, found_schedule}] (autolrs only): every stage's candidates
+                    and choice; the found schedule without its per-step lrs (autolrs.replay's format)
+    replay          [{seed, source: {seed, budget, steps_taken, kept_steps, final, diverged, wall_s, eval_s},
+                    found_schedule, stretch}] (autolrs-replay only): the autolrs run replayed, its schedule
+                    and budget / its kept steps
     range_test      [{seed, steps, lr, lr_min, lr_steep}] (range-test only): the range test's reading
 """
 
@@ -65,7 +71,7 @@ METHOD_FIELDS = {
 }
 TASK_FIELDS = ("name", "title", "budget", "eval_every", "metric", "higher_is_better", "grid", "lr_range")
 SEED_FIELDS = ("seed", "final", "diverged", "steps_taken", "kept_steps", "wall_s", "overhead")
-FAMILIES = ("schedule", "schedule-free", "prodigy", "range-test", "autolrs")
+FAMILIES = ("schedule", "schedule-free", "prodigy", "range-test", "autolrs", "autolrs-replay")
 
 
 def _type_errors(where: str, data: dict, fields: dict) -> list[str]:

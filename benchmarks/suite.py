@@ -5,7 +5,7 @@ averaged over seeds wins, and a best point on the edge of the grid means the gri
 by one point past that edge (up to ``Plan.max_extensions`` times). The target of "steps to target" is
 the tuned cosine's mean final metric; the best baseline is the non-autolrs method with the best mean final
 metric. Tuning cost counts what one user spends: grid points x budget for a tuned method (one seed each),
-one budget for autolrs and Prodigy.
+one budget for autolrs and Prodigy, two for autolrs-replay (the autolrs run, then the replay).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from . import metrics
 from .cache import RunCache
-from .methods import Method
+from .methods import AUTOLRS_FAMILIES, TUNING_RUNS, Method
 from .plans import Plan
 from .pool import Job, run_jobs
 
@@ -99,6 +99,8 @@ def _summarise(plan: Plan, m: Method, lr: float | None, runs: list[dict]) -> dic
         entry["expected_loss_mean"] = metrics.mean_std(expected)[0]
     if m.family == "autolrs":
         entry["autolrs"] = [dict(seed=r["seed"], **r["summary"]) for r in runs]
+    if m.family == "autolrs-replay":
+        entry["replay"] = [dict(seed=r["seed"], **r["summary"]["replay"]) for r in runs]
     if m.family == "range-test":
         entry["range_test"] = [dict(seed=r["seed"], **r["summary"]["range_test"]) for r in runs]
     return entry
@@ -125,8 +127,10 @@ def _method_entries(plan: Plan, grids: dict, records: dict) -> dict[str, dict]:
         if any(r is None for r in runs):
             continue  # a failed run was reported on stderr
         entry = _summarise(plan, m, lr, runs)
+        runs_per_model = TUNING_RUNS.get(m.family, 1)
         entry.update(tuned=False, grid=None, grid_results=None, best_at_edge=False, extensions=0,
-                     tuning_runs=1, tuning_steps=task.budget, benchmark_runs=len(plan.seeds))
+                     tuning_runs=runs_per_model, tuning_steps=runs_per_model * task.budget,
+                     benchmark_runs=runs_per_model * len(plan.seeds))
         entries[name] = entry
     return entries
 
@@ -134,7 +138,8 @@ def _method_entries(plan: Plan, grids: dict, records: dict) -> dict[str, dict]:
 def _add_targets(plan: Plan, entries: dict, target: float | None) -> str | None:
     """Steps to target and speedups of every method; returns the best baseline's label."""
     task = plan.task
-    baselines = [k for k, e in entries.items() if e["family"] != "autolrs" and math.isfinite(e["final_mean"])]
+    baselines = [k for k, e in entries.items()
+                 if e["family"] not in AUTOLRS_FAMILIES and math.isfinite(e["final_mean"])]
     best = None
     for k in baselines:
         if best is None or task.better(entries[k]["final_mean"], entries[best]["final_mean"]):
@@ -193,8 +198,14 @@ def run_task(plan: Plan, cache: RunCache, workers: int | None = None, target: fl
         "runs": len(records),
         "runs_trained": stats.get("trained", 0),
         "runs_cached": stats.get("cached", 0),
-        "run_seconds": sum(r["wall_s"] + r["eval_s"] for r in records.values()),
+        "run_seconds": sum(_run_seconds(r) for r in records.values()),
     }
+
+
+def _run_seconds(record: dict) -> float:
+    """Training + evaluation time of a run; a replay's includes the autolrs run it made first."""
+    source = (record.get("summary") or {}).get("replay", {}).get("source") or {}
+    return record["wall_s"] + record["eval_s"] + source.get("wall_s", 0.0) + source.get("eval_s", 0.0)
 
 
 def _ablation(entries: dict) -> dict | None:

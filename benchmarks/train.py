@@ -6,6 +6,10 @@ schedules, and for autolrs the stage snapshot while it searches (:meth:`AutoLRS.
 curve never credits a method with a branch it may throw away. Evaluation time is not part of the run's
 wall time. A scheduled run whose loss turns NaN/inf (or explodes) stops there and counts as diverged,
 with the task's worst metric for the rest of its curve; autolrs handles diverging candidates itself.
+
+``autolrs-replay`` first makes the autolrs run of the same task and seed (this function, default options),
+then seeds and builds its own problem exactly as every other run does (same initial weights, same
+batches) and replays that run's found schedule on it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 
 import torch
 
-from .methods import Method, build_policy
+from .methods import AUTOLRS_FAMILIES, Method, autolrs_method, build_policy
 from .tasks import make_problem
 from .tasks.base import TaskSpec
 
@@ -35,10 +39,12 @@ def _thin(trace: list[list], points: int) -> list[list]:
 
 def train_run(task: TaskSpec, m: Method, lr: float | None, seed: int) -> dict:
     """Run method ``m`` at peak LR ``lr`` (None for methods without one) on seed ``seed``; return the record."""
+    # autolrs-replay: the autolrs run comes first, so that it leaves no trace on this run's seeding below
+    source = train_run(task, autolrs_method(), None, seed) if m.family == "autolrs-replay" else None
     torch.manual_seed(seed)
     problem = make_problem(task, seed)
     model = problem.model
-    policy = build_policy(m, task, problem, lr, seed)
+    policy = build_policy(m, task, problem, lr, seed, source=source)
     optimizer = policy.optimizer
     eval_model = copy.deepcopy(model)  # receives the kept state while the live model is a search branch
     metric_keys = (task.metric, *task.extra_metrics)
@@ -95,7 +101,7 @@ def train_run(task: TaskSpec, m: Method, lr: float | None, seed: int) -> dict:
         for step in [*range(first, task.budget, task.eval_every), task.budget]:
             measure(worst_at=step)
     trace.append([policy.steps_taken, policy.lr, "end"])
-    expected = problem.expected_loss(kept_lrs) if m.family in ("schedule", "autolrs") and diverged_at is None \
+    expected = problem.expected_loss(kept_lrs) if m.family in ("schedule", *AUTOLRS_FAMILIES) and diverged_at is None \
         else None
     return {
         "task": task.name, "method": m.label, "family": m.family, "options": dict(m.options), "lr": lr,

@@ -30,6 +30,16 @@ BUDGET = 200  # autolrs's smallest budget with its 10 candidates is 110 steps
 BENCH_EXTRA = all(importlib.util.find_spec(m) for m in ("prodigyopt", "schedulefree", "matplotlib"))
 
 
+def _accepted_ablations() -> list[str]:
+    """The ablation rows whose options this autolrs accepts (a row may name an option still being added)."""
+    import dataclasses
+
+    from autolrs import AutoLRSConfig
+
+    known = {f.name for f in dataclasses.fields(AutoLRSConfig)} | {"val_fn"}
+    return [label for label, (options, _) in ABLATIONS.items() if set(options) <= known]
+
+
 def _strict(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
 
@@ -70,8 +80,9 @@ def test_results_follow_the_schema(quick_bench):
 def test_every_method_ran_on_the_same_budget(quick_bench):
     result = json.loads((quick_bench / "results" / "nqm.json").read_text())
     methods = result["methods"]
-    ablations = set(ABLATIONS) - {"autolrs-val"}  # the NQM has no validation split
-    assert set(SCHEDULES) | {"schedule-free", "prodigy", "range-test", "autolrs", *ablations} == set(methods)
+    ablations = set(_accepted_ablations()) - {"autolrs-val"}  # the NQM has no validation split
+    assert set(SCHEDULES) | {"schedule-free", "prodigy", "range-test", "autolrs", "autolrs-replay", *ablations} \
+        == set(methods) - (set(ABLATIONS) - ablations)
     for entry in methods.values():
         assert entry["curve"]["steps"][-1] == BUDGET
         for seed in entry["per_seed"]:
@@ -79,6 +90,10 @@ def test_every_method_ran_on_the_same_budget(quick_bench):
     autolrs = methods["autolrs"]
     assert autolrs["per_seed"][0]["kept_steps"] < BUDGET  # the search's steps are counted
     assert 0 < autolrs["overhead"] < 1
+    replay = methods["autolrs-replay"]  # one autolrs run, then its replay: two runs to obtain the model
+    assert (replay["tuning_runs"], replay["tuning_steps"], replay["tuned"]) == (2, 2 * BUDGET, False)
+    assert "autolrs-replay" not in (result["ablation"] or {}).get("rows", {})
+    assert result["best_baseline"] not in ("autolrs-replay", "autolrs")
     tuned = [e for e in methods.values() if e["tuned"]]
     assert tuned and all(len(e["grid"]) >= 7 and e["tuning_steps"] == len(e["grid"]) * BUDGET for e in tuned)
     # The target is the tuned cosine's final metric, which its own mean curve reaches within the budget.
@@ -137,3 +152,37 @@ def test_range_test_reads_a_tenth_of_the_minimum_and_the_steepest_descent():
     assert reading["lr_steep"] == pytest.approx(1e-2, rel=0.15)
     smoothed = range_test_suggestion(lrs, losses)  # fast.ai's smoothing delays the minimum a little
     assert reading["lr_min"] <= smoothed["lr_min"] <= 0.3
+
+
+def test_autolrs_replay_replays_the_found_schedule_stretched_to_the_budget(tmp_path):
+    from autolrs.replay import replay_lrs
+    from benchmarks.methods import method
+    from benchmarks.plans import plan
+    from benchmarks.train import train_run
+
+    path = tmp_path / "nqm.json"
+    code = run.main(["--task", "nqm", "--methods", "autolrs-replay", "--seeds", "0", "--budget", str(BUDGET),
+                     "--workers", "1", "--no-cache", "--json", str(path)])
+    assert code == 0
+    result = _strict(path)
+    assert validate(result) == []
+    entry = result["methods"]["autolrs-replay"]
+    # The tuning cost is two runs: the autolrs run, then the replay; not a grid.
+    assert (entry["tuning_runs"], entry["tuning_steps"], entry["tuned"]) == (2, 2 * BUDGET, False)
+    assert entry["per_seed"][0]["steps_taken"] == entry["per_seed"][0]["kept_steps"] == BUDGET  # no search
+    replay = entry["replay"][0]
+    # The replayed schedule is the one the autolrs run of the same task and seed found.
+    task = plan("nqm", "default", budget=BUDGET).task
+    source = train_run(task, method("autolrs"), None, 0)
+    schedule = source["summary"]["found_schedule"]
+    assert replay["found_schedule"] == schedule and "lrs" not in schedule
+    assert replay["source"]["kept_steps"] == source["kept_steps"] == schedule["kept_steps"] < BUDGET
+    assert replay["source"]["final"] == source["final"]
+    assert replay["stretch"] == pytest.approx(BUDGET / source["kept_steps"])
+    # From the same initial weights: both runs measure the same model at step 0.
+    assert entry["curve"]["metric"][0] == source["curve"][task.metric][0]
+    # Every step of the budget ran at the stretched schedule's LR (the trace holds each LR change).
+    trace = entry["lr_trace"]
+    assert len(trace) < 400 and trace[-1][0] == BUDGET  # not thinned
+    lrs = [lr for (step, lr, _), (end, _, _) in zip(trace, trace[1:]) for _ in range(end - step)]
+    assert lrs == replay_lrs(schedule, BUDGET)

@@ -8,7 +8,10 @@ A :class:`Method` is plain data (label, family, options). Families:
 - ``range-test``: the fast.ai recipe, one run: a 100-step LR range test over the task's LR range, then
   one-cycle at the suggested LR (``lr_min / 10``) from the initial weights, the test's steps counted;
 - ``autolrs``: autolrs with the task's LR range and budget, plus ``options`` (keyword arguments of
-  ``AutoLRS``; ``{"val_fn": true}`` hands it the task's validation split): one run, no tuning.
+  ``AutoLRS``; ``{"val_fn": true}`` hands it the task's validation split): one run, no tuning;
+- ``autolrs-replay``: one autolrs run (default options) on the seed, then the schedule it found
+  (``AutoLRS.found_schedule()``) replayed by ``autolrs.replay.ReplayLR`` from the same initial weights on the
+  same batches, stretched from its kept steps to the whole budget, with no search: two runs of tuning cost.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ from dataclasses import dataclass, field
 
 from ..tasks.base import Problem, TaskSpec
 from . import optimizers
-from .policies import AutoLRSPolicy, Policy, RangeTestOneCycle, Scheduled, ScheduleFree
+from .policies import AutoLRSPolicy, Policy, RangeTestOneCycle, Replayed, Scheduled, ScheduleFree
 from .schedules import SCHEDULES, cosine, one_cycle
 
-__all__ = ["Method", "method", "autolrs_method", "build_policy", "SCHEDULE_NAMES", "ABLATIONS"]
+__all__ = ["Method", "method", "autolrs_method", "build_policy", "SCHEDULE_NAMES", "ABLATIONS", "AUTOLRS_FAMILIES",
+           "TUNING_RUNS"]
 
 SCHEDULE_NAMES = tuple(SCHEDULES)
+# autolrs and what is built from its runs: never a baseline (best baseline, "where autolrs loses").
+AUTOLRS_FAMILIES = ("autolrs", "autolrs-replay")
+# Runs of the budget a user spends to obtain the model, for the methods not tuned on a grid (default 1).
+TUNING_RUNS = {"autolrs-replay": 2}
 
 # The ablation: the paper's algorithm, and each change of the default preset turned back one at a time
 # (label: options of AutoLRS, what the variant is). Every row is run against the default on the same seeds.
@@ -37,6 +45,7 @@ ABLATIONS: dict[str, tuple[dict, str]] = {
     "autolrs-tolerance": ({"tolerance": 0.1}, "the largest LR within 10% of the best (tolerance=0.1)"),
     "autolrs-extrapolation3": ({"max_extrapolation": 3.0}, "the previous forecast bound (max_extrapolation=3)"),
     "autolrs-val": ({"val_fn": True}, "the validation objective in stages of tau_max (val_fn)"),
+    "autolrs-no-hold": ({"hold_sigmas": 0.0}, "no hold: every stage moves to its best-scored LR (hold_sigmas=0)"),
 }
 
 
@@ -64,22 +73,27 @@ def autolrs_method(options: dict | None = None, label: str | None = None) -> Met
 
 
 def method(label: str) -> Method:
-    """A method by its label: a schedule name, ``prodigy``, ``schedule-free``, ``range-test``, ``autolrs`` or an
-    ablation variant of autolrs (:data:`ABLATIONS`)."""
+    """A method by its label: a schedule name, ``prodigy``, ``schedule-free``, ``range-test``, ``autolrs``,
+    ``autolrs-replay`` or an ablation variant of autolrs (:data:`ABLATIONS`)."""
     if label in SCHEDULES:
         return Method(label, "schedule")
-    if label in ("prodigy", "schedule-free", "range-test"):
+    if label in ("prodigy", "schedule-free", "range-test", "autolrs-replay"):
         return Method(label, label)
     if label == "autolrs":
         return autolrs_method()
     if label in ABLATIONS:
         return autolrs_method(ABLATIONS[label][0], label)
     raise ValueError(f"unknown method {label!r}; expected one of {', '.join(SCHEDULE_NAMES)}, prodigy, "
-                     f"schedule-free, range-test, autolrs, {', '.join(ABLATIONS)}")
+                     f"schedule-free, range-test, autolrs, autolrs-replay, {', '.join(ABLATIONS)}")
 
 
-def build_policy(m: Method, task: TaskSpec, problem: Problem, lr: float | None, seed: int) -> Policy:
-    """The policy (with its optimizer) that runs method ``m`` at peak LR ``lr`` on ``problem``."""
+def build_policy(m: Method, task: TaskSpec, problem: Problem, lr: float | None, seed: int,
+                 source: dict | None = None) -> Policy:
+    """The policy (with its optimizer) that runs method ``m`` at peak LR ``lr`` on ``problem``.
+
+    ``source``: for ``autolrs-replay`` only, the record of the autolrs run whose found schedule is replayed
+    (:func:`benchmarks.train.train_run` makes it before it builds ``problem``).
+    """
     groups = problem.param_groups()
     if m.family == "schedule":
         return Scheduled(optimizers.base_optimizer(task, groups, lr), task.budget, lr, SCHEDULES[m.label])
@@ -102,4 +116,9 @@ def build_policy(m: Method, task: TaskSpec, problem: Problem, lr: float | None, 
         placeholder = options["min_lr"]  # autolrs sets every LR itself
         return AutoLRSPolicy(optimizers.base_optimizer(task, groups, placeholder), task.budget, problem.model,
                              options)
+    if m.family == "autolrs-replay":
+        if source is None:
+            raise ValueError("autolrs-replay replays the schedule of an autolrs run: pass its record as source")
+        # the base optimizer at any positive LR: ReplayLR sets every step's LR (all groups at ratio 1)
+        return Replayed(optimizers.base_optimizer(task, groups, task.lr_range[0]), task.budget, source)
     raise ValueError(f"unknown method family {m.family!r}")

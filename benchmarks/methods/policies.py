@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["Policy", "Scheduled", "ScheduleFree", "AutoLRSPolicy", "RangeTestOneCycle", "range_test_suggestion"]
+__all__ = ["Policy", "Scheduled", "ScheduleFree", "AutoLRSPolicy", "Replayed", "RangeTestOneCycle",
+           "range_test_suggestion"]
 
 
 class Policy:
@@ -129,7 +130,11 @@ class AutoLRSPolicy(Policy):
         return self.sched.kept_state_dict() if self.sched.phase == "explore" else None
 
     def summary(self) -> dict:
-        """The stage history without the per-step losses: enough to read every decision."""
+        """The stage history without the per-step losses: enough to read every decision.
+
+        Once the run is done, ``found_schedule`` is ``AutoLRS.found_schedule()`` without its ``lrs`` (one float
+        per kept step; the segments define them, and a replay recomputes them from the segments).
+        """
         stages = []
         for r in self.sched.history:
             stages.append({
@@ -140,7 +145,40 @@ class AutoLRSPolicy(Policy):
                 "candidates": [[c["lr"], c["forecast"], c["diverged"]] for c in r["candidates"]],
                 "discarded": len(r["discarded"]), "events": list(r["events"]),
             })
-        return {"stages": stages, "config": self.sched.config.to_dict()}
+        found = None
+        if self.sched.done:
+            found = {k: v for k, v in self.sched.found_schedule().items() if k != "lrs"}
+        return {"stages": stages, "config": self.sched.config.to_dict(), "found_schedule": found}
+
+
+class Replayed(Policy):
+    """The schedule an autolrs run found, replayed with no search by ``autolrs.replay.ReplayLR``.
+
+    ``source`` is the record of that run (:func:`benchmarks.train.train_run`; its summary holds the found
+    schedule). The schedule's ``kept_steps`` are stretched to the whole ``budget`` (``ReplayLR``: segment
+    boundaries scaled, each stage's LR constant over its span, warmup and decay linear over theirs), so
+    every step of the budget trains at ``replay_lrs(schedule, budget)[step]``.
+    """
+
+    def __init__(self, optimizer, budget: int, source: dict) -> None:
+        super().__init__(optimizer, budget)
+        from autolrs.replay import ReplayLR
+
+        self.schedule = source["summary"]["found_schedule"]
+        if self.schedule is None:
+            raise ValueError("the autolrs run to replay did not finish: it has no found schedule")
+        self.scheduler = ReplayLR(optimizer, self.schedule, total_steps=budget)  # sets the first step's LR
+        self.source = {"seed": source["seed"], "budget": source["budget"], "steps_taken": source["steps_taken"],
+                       "kept_steps": source["kept_steps"], "final": source["final"],
+                       "diverged": source["diverged"], "wall_s": source["wall_s"], "eval_s": source["eval_s"]}
+
+    def after_step(self, loss: float) -> None:
+        super().after_step(loss)
+        self.scheduler.step()  # the next step's LR
+
+    def summary(self) -> dict:
+        return {"replay": {"source": self.source, "found_schedule": self.schedule,
+                           "stretch": self.budget / self.schedule["kept_steps"]}}
 
 
 def range_test_suggestion(lrs: list[float], losses: list[float], beta: float = 0.98) -> dict:
