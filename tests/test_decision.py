@@ -11,7 +11,7 @@ import pytest
 
 from autolrs import AutoLRSConfig, StageController
 from autolrs import stages
-from autolrs.choice import choose, objective
+from autolrs.choice import choose, hold, objective, progress_t
 from autolrs.config import PRESETS
 from autolrs.safety import diverged, divergence_threshold, lost_progress
 
@@ -165,6 +165,33 @@ def test_choose_takes_the_best_or_the_largest_lr_within_tolerance():
     logs = [math.log(s) for s in scores]
     assert choose(lrs, logs, 0.05, log_scale=True) == 2 and choose(lrs, logs, 0.03, log_scale=True) == 1
     assert choose(lrs, [math.nan] * 4, 0.0, log_scale=True) == 0  # nothing to go by: the smallest LR
+
+
+def test_hold_keeps_the_previous_lr_unless_the_choice_is_clearly_better():
+    mean = [0.0, -0.5, -0.1]
+    independent = np.diag([0.01, 0.01, 0.01])  # sd of a difference: sqrt(0.02) = 0.141
+    assert hold(0, 1, mean, independent, 1.0) == 1  # 0.5 better: 3.5 sd
+    assert hold(0, 2, mean, independent, 1.0) == 0  # 0.1 better: 0.7 sd, within noise
+    assert hold(0, 1, mean, independent, 4.0) == 0  # a stricter threshold holds
+    assert hold(0, 2, mean, independent, 0.0) == 2  # 0: always move
+    assert hold(1, 1, mean, independent, 1.0) == 1
+    # correlated posteriors (neighbouring LRs): their difference is known better than either value
+    correlated = np.array([[0.01, 0.0099], [0.0099, 0.01]])
+    assert hold(0, 1, [0.0, -0.05], correlated, 1.0) == 1  # sd of the difference 0.014
+
+
+def test_progress_t_tells_a_falling_loss_from_a_settled_one():
+    rng = np.random.default_rng(0)
+    steps = np.arange(400)
+    falling = 1.0 + np.exp(-steps / 300) + rng.normal(0, 0.02, steps.size)
+    settled = 1.0 + 0.05 * np.exp(-steps / 20) + rng.normal(0, 0.02, steps.size)
+    assert progress_t(falling) < -5
+    assert abs(progress_t(settled)) < 3
+    assert progress_t(falling[::-1]) > 5  # rising
+    assert progress_t([1.0] * 10) is None  # too short to judge
+    assert progress_t([1.0] * 40 + [float("nan")] * 40) is None
+    assert progress_t([1.0] * 100) == 0.0 and progress_t([0.5] * 50 + [0.25] * 50) == 0.0
+    assert progress_t(list(np.linspace(2.0, 1.0, 100))) < -50  # a noiseless fall
 
 
 def test_the_default_stage_choice_follows_the_gp_posterior_to_the_best_lr(default_run):

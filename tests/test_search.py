@@ -28,6 +28,7 @@ def test_finds_the_minimum_under_noise():
         lr = search.ask()
         search.tell(lr, _objective(lr, 0.01) + rng.normal(0, 0.05))
     x = np.linspace(0, 1, 201)
+    search.fit()
     mu, _ = search.posterior(x)
     assert abs(math.log10(search.to_lr(x[np.argmin(mu)])) + 2.0) < 0.3
 
@@ -98,3 +99,21 @@ def test_initial_design_is_proposed_first_in_order_after_the_first_lr():
     assert 1e-3 < asked[4] < 1.0 and asked[4] not in asked[:4]  # then the GP proposes
     state = search.state_dict()
     assert BayesianSearch.from_state_dict(state).initial == [1e-3, 0.03, 1.0]
+
+
+def test_posterior_is_a_query_of_the_last_fit():
+    search = BayesianSearch(1e-3, 1.0, kappa=2.0, seed=0)
+    for lr, value in ((1e-3, 1.0), (1e-2, 0.5), (1e-1, 0.7)):
+        search.tell(lr, value)
+    with pytest.raises(RuntimeError, match="call fit"):
+        search.posterior([0.5])  # never fitted
+    search.fit()
+    state = search.state_dict()
+    mean, cov = search.posterior([0.2, 0.5], return_cov=True)
+    assert search.state_dict() == state  # querying changed nothing
+    np.testing.assert_array_equal(search.posterior([0.2, 0.5], return_cov=True)[1], cov)
+    _, sd = search.posterior([0.2, 0.5])
+    np.testing.assert_allclose(sd, np.sqrt(np.diag(cov)), rtol=1e-6, atol=1e-9)
+    search.tell(1.0, 2.0)
+    with pytest.raises(RuntimeError, match="call fit"):
+        search.posterior([0.5])  # the fit no longer covers every observation

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .choice import choose, objective
+from .choice import choose, hold, objective
 from .decision import LR_RTOL, Decision, finite_or_none
 from .forecast import forecast_loss
 from .search import BayesianSearch
@@ -131,18 +131,31 @@ class CandidateSearch:
         Each gets a score on the objective's scale: the GP posterior mean at its LR (``choose="posterior"``:
         its white-noise term shrinks a lucky forecast toward its neighbours) or its own forecast
         (``"forecast"``, the reference code); :func:`~autolrs.choice.choose` takes the largest LR within
-        ``tolerance`` of the best.
+        ``tolerance`` of the best; on the posterior, :func:`~autolrs.choice.hold` keeps the previous stage's
+        LR unless that choice is clearly better (``hold_sigmas``, ``progress_sigmas``).
         """
         cfg = self.config
         valid = [x for x in candidates if not x["diverged"] and x["lr"] <= self._hi * (1 + 1e-9)]
         if not valid:
             return None
-        if cfg.choose == "posterior":
-            scores = self._search.posterior([self._search.to_unit(x["lr"]) for x in valid])[0]
-        else:
+        lrs, log_scale = [x["lr"] for x in valid], cfg.loss_floor is not None
+        if cfg.choose != "posterior":
             scores = [objective(x["forecast"], self._start_loss, cfg.loss_floor) for x in valid]
-        index = choose([x["lr"] for x in valid], scores, cfg.tolerance, log_scale=cfg.loss_floor is not None)
-        return valid[index]
+            return valid[choose(lrs, scores, cfg.tolerance, log_scale=log_scale)]
+        self._search.fit()
+        scores, cov = self._search.posterior([self._search.to_unit(lr) for lr in lrs], return_cov=True)
+        index = choose(lrs, scores, cfg.tolerance, log_scale=log_scale)
+        previous = self._held_candidate(lrs)
+        return valid[index if previous is None else hold(previous, index, scores, cov, cfg.hold_sigmas)]
+
+    def _held_candidate(self, lrs: list[float]) -> int | None:
+        """The index of the previous stage's LR among ``lrs`` if the hold applies: it is this search's warm
+        start and the last kept stage was still clearly making progress (``progress_sigmas``)."""
+        warm = self._warm_lr()
+        kept = [r for r in self.history if r.get("progress_t") is not None]
+        if warm is None or not kept or kept[-1]["progress_t"] > -self.config.progress_sigmas:
+            return None
+        return next((i for i, lr in enumerate(lrs) if abs(lr - warm) <= LR_RTOL * warm), None)
 
     def _choose(self) -> Decision:
         current = self._attempt_candidates()

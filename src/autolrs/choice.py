@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["objective", "choose"]
+__all__ = ["objective", "choose", "hold", "progress_t"]
 
 # A forecast above the stage's start loss counts this fraction of its excess (on the objective's scale).
 _COMPRESSION = 0.1
@@ -52,3 +52,46 @@ def choose(lrs: Sequence[float], scores: Sequence[float], tolerance: float, *, l
     gap = math.log1p(tolerance) if log_scale else tolerance * abs(float(scores[best]))
     near = [i for i, s in enumerate(scores) if s <= scores[best] + gap]
     return max(near, key=lambda i: lrs[i])
+
+
+def hold(previous: int, chosen: int, mean: Sequence[float], cov, sigmas: float) -> int:
+    """``previous`` (the index of the previous stage's LR) unless ``chosen`` beats it by more than ``sigmas``
+    standard deviations of their difference under the posterior (``mean``, covariance ``cov``).
+
+    Short windows are noisy, and their errors are not neutral in the LR: within a short window a smaller LR
+    looks better at once because it lowers the gradient noise (short-horizon bias, Wu et al. 2018), a gain
+    the final decay phase brings anyway. A stage that moves on every insignificant difference drifts to the
+    bottom of its trust region stage after stage (BENCHMARKS.md showed the LR falling 3x per stage); holding
+    the LR until the evidence is clear keeps what worked. ``sigmas = 0`` always moves to ``chosen``.
+    """
+    if previous == chosen or sigmas <= 0:
+        return chosen
+    cov = np.asarray(cov, dtype=float)
+    var = cov[previous, previous] + cov[chosen, chosen] - 2.0 * cov[previous, chosen]
+    gain = float(mean[previous]) - float(mean[chosen])
+    return chosen if gain > sigmas * math.sqrt(max(var, 0.0)) else previous
+
+
+# Block means tame the correlation of successive losses (momentum, slowly changing weights) in the slope's
+# standard error; 8 blocks still leave 6 degrees of freedom.
+_PROGRESS_BLOCKS = 8
+
+
+def progress_t(losses: Sequence[float]) -> float | None:
+    """How clearly a kept stage was still making progress at its end: the t statistic of the slope of the
+    loss over the stage's second half (fitted to ``_PROGRESS_BLOCKS`` block means); clearly negative while
+    the loss still falls, near 0 once it has settled at the level its LR allows. ``None`` when too short
+    or not finite.
+    """
+    half = np.asarray(losses[len(losses) // 2:], dtype=float)
+    if half.size < 2 * _PROGRESS_BLOCKS or not np.isfinite(half).all():
+        return None
+    means = np.array([block.mean() for block in np.array_split(half, _PROGRESS_BLOCKS)])
+    t = np.arange(_PROGRESS_BLOCKS, dtype=float)
+    slope, intercept = np.polyfit(t, means, 1)
+    residual = means - (slope * t + intercept)
+    se = math.sqrt(float(residual.var(ddof=2)) / float(((t - t.mean()) ** 2).sum()))
+    tiny = 1e-12 * max(float(np.abs(means).max()), 1e-300)  # round-off of a constant series
+    if se <= tiny:
+        return 0.0 if abs(slope) <= tiny else math.copysign(math.inf, slope)
+    return float(slope / se)

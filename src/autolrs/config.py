@@ -46,9 +46,9 @@ PRESET_DEFAULT: Any = _PresetDefault()
 # What each preset sets, for every option left unset. ``search_ratio=None`` means fixed windows.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(candidates=5, search_ratio=None, kappa=2.0, choose="posterior", tolerance=0.0,
-                    trust_region=3.0, warm_start=True, decay_fraction=0.3, max_extrapolation=1.0),
+                    hold_sigmas=1.0, progress_sigmas=3.0, trust_region=3.0, warm_start=True, decay_fraction=0.3, max_extrapolation=1.0),
     "paper": dict(candidates=10, search_ratio=1.0, kappa=1e6, choose="forecast", tolerance=0.0,
-                  trust_region=None, warm_start=False, decay_fraction=0.0, max_extrapolation=3.0),
+                  hold_sigmas=0.0, progress_sigmas=3.0, trust_region=None, warm_start=False, decay_fraction=0.0, max_extrapolation=3.0),
 }
 
 
@@ -102,6 +102,17 @@ class AutoLRSConfig:
             once by lowering the gradient noise, a gain the final decay phase brings anyway. Measured, a
             tolerance of 0.1 chose LRs that stalled the Transformer and hurt the noisy quadratic; the decay
             phase is what counters the bias by default (BENCHMARKS.md, ablations).
+        hold_sigmas: *(preset)* while the previous kept stage was still making progress (``progress_sigmas``),
+            a stage keeps the previous stage's LR (its first candidate, ``warm_start``) unless the chosen
+            candidate's posterior mean beats it by more than this many standard deviations of their
+            difference (``choose="posterior"`` only). Short windows favour smaller LRs by noise and by the
+            short-horizon bias; without the hold the LR fell by the full trust region in almost every stage
+            (BENCHMARKS.md, ablation ``autolrs-no-hold``). ``0`` always moves, as the paper.
+        progress_sigmas: *(preset)* the hold applies only if the previous kept stage's loss was still
+            falling at its end: the slope of its second half (over 8 block means) below ``-progress_sigmas``
+            standard errors (:func:`autolrs.choice.progress_t`). A stage that settled at the level its LR
+            allows has nothing to lose by moving: the forecasts choose freely. Stricter than the usual 2
+            because successive losses are correlated, which makes the standard error optimistic.
         trust_region: *(preset)* a factor > 1: each stage after the first searches only within this factor
             of the previous stage's LR (clipped to the range), so that noise in short forecasts cannot swing
             the schedule by orders of magnitude from one stage to the next. ``None`` searches the whole
@@ -140,6 +151,8 @@ class AutoLRSConfig:
     kappa: float = PRESET_DEFAULT
     choose: Literal["posterior", "forecast"] = PRESET_DEFAULT
     tolerance: float = PRESET_DEFAULT
+    hold_sigmas: float = PRESET_DEFAULT
+    progress_sigmas: float = PRESET_DEFAULT
     trust_region: float | None = PRESET_DEFAULT
     warm_start: bool = PRESET_DEFAULT
     decay_fraction: float = PRESET_DEFAULT
@@ -185,6 +198,11 @@ class AutoLRSConfig:
         _check_real("tolerance", self.tolerance)
         if self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 (0 keeps the best-scored LR), but got {self.tolerance!r}.")
+        for name in ("hold_sigmas", "progress_sigmas"):
+            _check_real(name, getattr(self, name))
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (a number of standard deviations), but got "
+                                 f"{getattr(self, name)!r}.")
         _check_real("trust_region", self.trust_region, positive=True, allow_none=True)
         if self.trust_region is not None and self.trust_region <= 1:
             raise ValueError(f"trust_region must be a factor > 1 (or None), but got {self.trust_region!r}.")

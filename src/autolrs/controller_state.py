@@ -139,7 +139,7 @@ def _schema(floor: float | None) -> Check:
         "trial_loss": opt_loss, "keep_start_step": _optional(_int), "kept_steps": _int,
         "loss_reached": opt_loss, "discarded": _list_of(discarded),
         "events": _list_of(_dict({"kind": _one_of(*EVENT_KINDS), "message": _string})),
-    }, optional={"rollbacks": _int})
+    }, optional={"rollbacks": _int, "progress_t": _optional(lambda v, w: _number(v, w, finite=False))})
     search = _dict({
         "min_lr": positive, "max_lr": positive, "kappa": non_negative, "seed": _int, "first_lr": opt_lr,
         "initial": _list_of(_lr), "grid_size": _int, "min_distance": non_negative, "x": _list_of(unit),

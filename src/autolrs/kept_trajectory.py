@@ -14,6 +14,7 @@ import numpy as np
 from . import stages
 from .decision import MAX_ROLLBACKS, TAIL, Decision, finite_or_none
 from .records import event
+from .choice import progress_t
 from .safety import lost_progress
 
 __all__ = ["KeptTrajectory"]
@@ -64,6 +65,8 @@ class KeptTrajectory:
             r["loss_reached"] = finite_or_none(float(np.mean(self._keep_losses[-window:])))
             if self._lost_progress(at_end=True):
                 return self._roll_back_lost_progress()
+        # Was the loss still falling at the end? The next stage holds this LR only if it was.
+        r["progress_t"] = progress_t(self._keep_losses)
         return self._end_stage()
 
     def _lost_progress(self, *, at_end: bool) -> bool:

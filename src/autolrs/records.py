@@ -74,6 +74,7 @@ class StageRecord(TypedDict, total=False):
     discarded: list[Discarded]
     events: list[Event]
     rollbacks: int
+    progress_t: Optional[float]        # autolrs.choice.progress_t of the kept stage (absent before it ends)
 
 
 def event(kind: EventKind, message: str) -> Event:

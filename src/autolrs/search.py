@@ -7,7 +7,8 @@ Notation:
     LCB(x)   mu(x) - kappa * sd(x), minimised over a dense grid of x to propose the next LR
 
 The surrogate is scikit-learn's ``GaussianProcessRegressor`` with kernel Constant * Matern(nu=2.5) + White
-and normalised targets, refitted from all observations at every ``ask``. A point already evaluated (or
+and normalised targets, refitted from all observations by ``fit`` (at every ``ask``); ``posterior``
+queries the last fit and changes nothing. A point already evaluated (or
 within half a grid cell of one) is never proposed again. All randomness comes from ``seed``, so the same
 observations always give the same proposals.
 """
@@ -74,6 +75,8 @@ class BayesianSearch:
         self._x: list[float] = []
         self._y: list[float] = []
         self._kernel = None  # the last fit's kernel, where the next fit starts
+        self._gp: GaussianProcessRegressor | None = None  # the last fit, and how many observations it saw
+        self._fitted = 0
 
     # -- coordinates -------------------------------------------------------------------------------
     def to_unit(self, lr: float) -> float:
@@ -94,6 +97,7 @@ class BayesianSearch:
         if not self._x:
             return self.to_lr(np.random.default_rng(self.seed).uniform())
         free = self._free_grid()
+        self.fit()
         mu, sd = self.posterior(free)
         score = mu - self.kappa * sd
         # Ties (flat posterior, huge kappa with equal sd) go to the lowest x: deterministic.
@@ -168,22 +172,33 @@ class BayesianSearch:
         return ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=0.2, length_scale_bounds=(1e-2, 1e1), nu=2.5) \
             + WhiteKernel(1e-2, (1e-6, 1e0))
 
-    def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and standard deviation of the objective at unit coordinates ``x``."""
-        X = np.asarray(self._x)[:, None]
-        y = self._targets()
-        # Each fit starts from the previous one's hyperparameters: one more point barely moves them, so
-        # one optimiser restart is enough (three from scratch cost 3x as much for the same fit).
-        kernel = self._kernel or self._default_kernel()
+    def fit(self) -> None:
+        """Fit the Gaussian process to every observation so far; :meth:`posterior` then queries it.
+
+        Each fit starts from the previous one's hyperparameters: one more point barely moves them, so one
+        optimiser restart is enough (three from scratch cost 3x as much for the same fit).
+        """
+        if not self._x:
+            raise ValueError("fit() needs at least one tell(); nothing has been observed yet.")
         gp = GaussianProcessRegressor(
-            kernel=kernel, normalize_y=True, n_restarts_optimizer=1, random_state=self.seed
+            kernel=self._kernel or self._default_kernel(), normalize_y=True, n_restarts_optimizer=1,
+            random_state=self.seed,
         )
         # A handful of points make tiny matrices: BLAS threads only add overhead, and on a busy machine
         # they made one fit 8x slower (650 ms instead of 80 ms measured on 2 cores).
         with threadpool_limits(limits=1), warnings.catch_warnings():
             # Few points make the marginal likelihood flat: the optimiser hits bounds, which is harmless.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            gp.fit(X, y)
-            mu, sd = gp.predict(np.asarray(x, dtype=float)[:, None], return_std=True)
+            gp.fit(np.asarray(self._x)[:, None], self._targets())
+        self._gp, self._fitted = gp, len(self._x)
         self._kernel = gp.kernel_
-        return mu, sd
+
+    def posterior(self, x, *, return_cov: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation (with ``return_cov``: covariance matrix) of the objective at
+        unit coordinates ``x``, from the last :meth:`fit`. A query: it changes nothing."""
+        if self._gp is None or self._fitted != len(self._x):
+            raise RuntimeError("posterior() reads the last fit(); call fit() after the last tell().")
+        with threadpool_limits(limits=1):
+            mu, spread = self._gp.predict(np.asarray(x, dtype=float)[:, None], return_std=not return_cov,
+                                          return_cov=return_cov)
+        return mu, spread
