@@ -26,6 +26,7 @@ import copy
 import math
 import warnings
 import zlib
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from .config import AutoLRSConfig
 from .controller_state import check_controller_state
 from .decision import LR_RTOL, TAIL, TAIL_MAX, Decision, Phase, finite_or_none
 from .kept_trajectory import KeptTrajectory
-from .records import event
+from .records import Candidate, StageRecord, event
 from .rollback import RollBack
 from .safety import divergence_threshold, diverged, failure_kind
 from .search import BayesianSearch
@@ -70,19 +71,19 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         self.steps_taken = 0
         self.kept_steps = 0
         self.phase: Phase = "warmup"
-        self.lr = config.warmup_lr
-        self.history: list[dict] = []
+        self.lr = cast(float, config.warmup_lr)  # a constructed config has resolved it (never None)
+        self.history: list[StageRecord] = []
         self.begun = False
         # Upper bounds of the search: for the run (lowered when an LR diverges) and for the current stage
         # (lowered further when a kept stage loses its progress). Never below min_lr.
         self._max_lr = config.max_lr
         self._hi = config.max_lr
         self._stage = 0
-        self._tau_next = config.stage_steps
+        self._tau_next = cast(int, config.stage_steps)  # resolved by the config, as below
         self._attempt = 0
         self._rollbacks = 0                  # roll-backs of the stage in progress (at most MAX_ROLLBACKS)
-        self._record: dict | None = None     # the stage in progress
-        self._candidate: dict | None = None  # the candidate in progress
+        self._record: StageRecord | None = None     # the stage in progress
+        self._candidate: Candidate | None = None    # the candidate in progress
         self._keep_losses: list[float] = []
         self._tail: list[float] = []         # last kept losses: the start loss of the next stage
         self._start_loss: float | None = None
@@ -106,8 +107,8 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         """Whether the next :meth:`step` must carry ``val_loss`` (validation mode, at this step)."""
         if self._record is None or self._record["objective"] != "val":
             return False
-        if self.phase == "explore":
-            return (self._candidate["steps"] + 1) % self._val_interval() == 0
+        if self.phase == "explore":  # a search is running: it has its candidate
+            return (cast(Candidate, self._candidate)["steps"] + 1) % self._val_interval() == 0
         if self.phase == "keep":
             return self._record["kept_steps"] + 1 == self._record["tau"]
         return False
@@ -183,15 +184,15 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
 
     def _branch_made_progress(self) -> bool:
         """Whether the running candidate's last losses (median of up to 5) are below the stage's start."""
-        c = self._candidate  # training losses, the start loss's own kind (also in a validation stage)
+        c = cast(Candidate, self._candidate)  # training losses, the start loss's own kind (also in a validation stage)
         start = self._start_loss if self._start_loss is not None else (c["losses"][0] if c["losses"] else None)
-        recent = c["losses"][-5:]
+        recent = cast("list[float]", c["losses"][-5:])  # a running candidate's losses are raw floats
         if start is None or not recent or not all(math.isfinite(x) for x in recent):
             return False
         return float(np.median(recent)) < start
 
     def _finish_search(self, restore: bool) -> None:
-        c, r = self._candidate, self._record
+        c, r = cast(Candidate, self._candidate), cast(StageRecord, self._record)  # called mid-search only
         if not restore:
             # The branch becomes the kept trajectory: its steps count as kept.
             self.kept_steps += c["steps"]
@@ -271,12 +272,12 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         if r is None or self.phase == "warmup":
             return False
         if self.phase == "explore":
-            return self._candidate["steps"] == 0 and not r["candidates"]
+            return cast(Candidate, self._candidate)["steps"] == 0 and not r["candidates"]
         return r["kept_steps"] == 0 and not r["candidates"] and not r["discarded"]
 
     # -- warmup ------------------------------------------------------------------------------------
     def _warmup_lr(self, step: int) -> float:
-        return stages.warmup_lr(self.config.warmup_lr, self.config.warmup_steps, step)
+        return stages.warmup_lr(cast(float, self.config.warmup_lr), self.config.warmup_steps, step)
 
     def _warmup_step(self, loss: float) -> Decision:
         self.kept_steps += 1
@@ -293,7 +294,7 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
 
     def _explore_length(self, tau: int) -> int:
         cfg = self.config
-        return stages.explore_length(tau, cfg.explore_steps, cfg.stage_steps, cfg.search_ratio,
+        return stages.explore_length(tau, cast(int, cfg.explore_steps), cast(int, cfg.stage_steps), cfg.search_ratio,
                                      cfg.min_explore_steps)
 
     def _grid(self) -> list[float]:
@@ -321,19 +322,20 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
                                  self._candidates(), cfg.min_explore_steps)
         if plan is None:
             return self._begin_decay()
-        objective_kind = "val" if cfg.use_validation and self._tau_next >= cfg.max_stage_steps else "train"
+        objective_kind: Literal["train", "val"] = (
+            "val" if cfg.use_validation and self._tau_next >= cast(int, cfg.max_stage_steps) else "train")
         self._record = self._new_record("search", objective_kind)
         tau, n = plan
         if self._hi <= cfg.min_lr * (1 + LR_RTOL):
             # Every LR above min_lr diverged earlier in the run: nothing left to search.
             self._record["events"].append(
                 event("range_collapsed", "search range collapsed to min_lr after divergence: keeping min_lr"))
-            self._record.update(tau=tau + self._candidates() * n, lr=cfg.min_lr)
+            self._record.update({"tau": tau + self._candidates() * n, "lr": cfg.min_lr})
             return self._start_keep(cfg.min_lr, restore=False, snapshot=True)
-        self._record.update(tau=tau, explore_steps=n)
+        self._record.update({"tau": tau, "explore_steps": n})
         return self._start_search(restore=False, snapshot=True)
 
-    def _new_record(self, kind: str, objective_kind: str) -> dict:
+    def _new_record(self, kind: str, objective_kind: Literal["train", "val"]) -> StageRecord:
         return {
             "stage": self._stage, "kind": kind, "start_step": self.steps_taken, "tau": 0, "explore_steps": 0,
             "objective": objective_kind, "min_lr": self.config.min_lr, "max_lr": self._hi,
@@ -344,14 +346,16 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def _close_stage(self) -> None:
-        if self._candidate is not None:  # interrupted mid-candidate
-            self._candidate["losses"] = [finite_or_none(x) for x in self._candidate["losses"]]
-            self._candidate["val_losses"] = [finite_or_none(x) for x in self._candidate["val_losses"]]
+        record = cast(StageRecord, self._record)  # called only while a stage is in progress
+        if self._candidate is not None:  # interrupted mid-candidate; its losses are still raw floats
+            self._candidate["losses"] = [finite_or_none(x) for x in cast("list[float]", self._candidate["losses"])]
+            self._candidate["val_losses"] = [finite_or_none(x)
+                                             for x in cast("list[float]", self._candidate["val_losses"])]
             self._candidate["interrupted"] = True
-            self._record["candidates"].append(self._candidate)
+            record["candidates"].append(self._candidate)
             self._candidate = None
-        self._record["rollbacks"] = self._rollbacks
-        self.history.append(self._record)
+        record["rollbacks"] = self._rollbacks
+        self.history.append(record)
         self._record = None
 
     def _check_budget(self, decision: Decision) -> Decision:
@@ -385,7 +389,7 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
                      "_tau_next", "_attempt", "_rollbacks", "_record", "_candidate", "_keep_losses", "_tail",
                      "_start_loss", "_previous_lr")
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume, as plain data (lists, dicts, numbers, strings)."""
         state = {name.lstrip("_"): copy.deepcopy(getattr(self, name)) for name in self._STATE_FIELDS}
         state["version"] = STATE_VERSION
@@ -393,11 +397,11 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         state["search"] = None if self._search is None else self._search.state_dict()
         return state
 
-    def check_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict[str, Any]) -> None:
         """Raise if ``state`` cannot be loaded into this controller (changes nothing)."""
         self._checked(state)
 
-    def _checked(self, state: dict) -> dict:
+    def _checked(self, state: dict[str, Any]) -> dict[str, Any]:
         """``state`` checked, and upgraded (as a copy) when it was saved by the previous version."""
         if not isinstance(state, dict):
             raise TypeError(f"Expected a dict from StageController.state_dict(), but got {type(state).__name__}.")
@@ -428,7 +432,7 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
                 raise ValueError(f"This autolrs state's search cannot be rebuilt: {error}") from None
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         state = self._checked(state)
         for name in self._STATE_FIELDS:
             setattr(self, name, copy.deepcopy(state[name.lstrip("_")]))
@@ -438,7 +442,7 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
             self._search = BayesianSearch.from_state_dict(state["search"])
 
 
-def _upgrade_from_3(state: dict) -> dict:
+def _upgrade_from_3(state: dict[str, Any]) -> dict[str, Any]:
     """A version-3 state (events as plain strings) as version 4 (events as ``{kind, message}``), copied."""
     state = copy.deepcopy(state)
     records = [r for r in [*(state.get("history") or []), state.get("record")] if isinstance(r, dict)]
