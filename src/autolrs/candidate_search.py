@@ -4,12 +4,14 @@ A mixin of :class:`~autolrs.controller.StageController` (it reads and writes the
 stage's candidates come from :class:`~autolrs.search.BayesianSearch` (an opening grid, then GP proposals),
 each window's loss curve is forecast to the stage's end (:mod:`autolrs.forecast`), and the stage keeps the
 candidate :func:`~autolrs.choice.choose` picks on the GP posterior. Failures go to
-:class:`~autolrs.rollback.RollBack`.
+:class:`~autolrs.rollback.RollBack`. A run finished mid-search keeps the running candidate's branch or
+restores S0 (:meth:`~autolrs.controller.StageController.finish`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal, cast
 
 import numpy as np
@@ -19,7 +21,7 @@ from .choice import choose, hold, objective
 from .controller_state import ControllerState
 from .decision import LR_RTOL, Decision, finite_or_none
 from .forecast import forecast_loss
-from .records import Candidate, EventKind, StageRecord
+from .records import Candidate, EventKind, StageRecord, event
 from .search import BayesianSearch
 
 __all__ = ["CandidateSearch"]
@@ -203,3 +205,35 @@ class CandidateSearch(ControllerState):
             {"lr": candidate["lr"], "forecast": candidate["forecast"], "trial_loss": candidate["trial_loss"]})
         return self._start_keep(candidate["lr"], restore=True)
 
+    # -- a run that finishes mid-search ------------------------------------------------------------
+    def _branch_made_progress(self) -> bool:
+        """Whether the running candidate's last losses (median of up to 5) are below the stage's start."""
+        c = cast(Candidate, self._candidate)  # training losses, the start loss's own kind (also in a validation stage)
+        start = self._start_loss if self._start_loss is not None else (c["losses"][0] if c["losses"] else None)
+        recent = cast("list[float]", c["losses"][-5:])  # a running candidate's losses are raw floats
+        if start is None or not recent or not all(math.isfinite(x) for x in recent):
+            return False
+        return float(np.median(recent)) < start
+
+    def _finish_search(self, restore: bool) -> None:
+        c, r = cast(Candidate, self._candidate), cast(StageRecord, self._record)  # called mid-search only
+        if not restore:
+            # The branch becomes the kept trajectory: its steps count as kept.
+            self.kept_steps += c["steps"]
+            message = (f"autolrs: finished during the search of stage {self._stage}: kept the running candidate's "
+                       f"branch (lr {c['lr']:.3g}, {c['steps']} steps, its loss below the stage's start), not the "
+                       "stage snapshot; the LR was not chosen by a finished search")
+        else:
+            done = [x for x in self._attempt_candidates() if not x["diverged"] and x["forecast"] is not None]
+            best = self._best(done) if done else None
+            self.lr = best["lr"] if best is not None else (self._previous_lr or self.lr)
+            where = f"step {r['start_step']}"
+            if self.kept_steps == 0:
+                where = "the initial weights: no step of this run is kept"
+                if self.config.total_steps is None:
+                    where += "; give total_steps so that autolrs plans the run and ends on a kept stage"
+            message = (f"autolrs: finished during the search of stage {self._stage}: the running candidate made no "
+                       f"progress, so the model is restored to the stage snapshot, at {where}; lr set to "
+                       f"{self.lr:.3g}")
+        r["events"].append(event("stopped_mid_search", message))
+        warnings.warn(message, UserWarning, stacklevel=4)
