@@ -1,6 +1,7 @@
 # One command per job, each working on a fresh machine:
 #   make demo    MNIST-1D: autolrs against a constant LR (writes autolrs-demo/)
-#   make test    the test suite
+#   make test    the type check (make lint), then the test suite
+#   make lint    mypy --strict on src/autolrs
 # torch==2.13.0 is installed first: an unpinned torch would pull a multi-GB CUDA build.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: demo test clean
+.PHONY: demo lint test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +29,15 @@ $(VENV)/.test: $(VENV)/.torch pyproject.toml
 demo: $(VENV)/.demo
 	$(BIN)/autolrs demo --out autolrs-demo
 
-test: $(VENV)/.test
+lint: $(VENV)/.test
+	$(BIN)/python -m mypy --strict src/autolrs
+
+# The type check first: CI (.ci/run) runs `make test` alone.
+test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) autolrs-demo .pytest_cache
+	rm -rf $(VENV) autolrs-demo .pytest_cache .mypy_cache
 
 # Benchmarks (benchmarks/, BENCHMARKS.md):
 #   make bench                  3 seeds, full budgets, the documented cuts (<= 90 min on 2 cores)

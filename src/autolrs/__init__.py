@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .torch.driver import AutoLRS
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     if name == "AutoLRS":
         from .torch.driver import AutoLRS
 

@@ -4,18 +4,24 @@ A mixin of :class:`~autolrs.controller.StageController` (it reads and writes the
 stage's candidates come from :class:`~autolrs.search.BayesianSearch` (an opening grid, then GP proposals),
 each window's loss curve is forecast to the stage's end (:mod:`autolrs.forecast`), and the stage keeps the
 candidate :func:`~autolrs.choice.choose` picks on the GP posterior. Failures go to
-:class:`~autolrs.rollback.RollBack`.
+:class:`~autolrs.rollback.RollBack`. A run finished mid-search keeps the running candidate's branch or
+restores S0 (:meth:`~autolrs.controller.StageController.finish`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .choice import choose, hold, objective
+from .controller_state import ControllerState
 from .decision import LR_RTOL, Decision, finite_or_none
 from .forecast import forecast_loss
+from .records import Candidate, EventKind, StageRecord, event
 from .search import BayesianSearch
 
 __all__ = ["CandidateSearch"]
@@ -26,7 +32,7 @@ def _stage_seed(seed: int, stage: int, attempt: int) -> int:
     return int(np.random.SeedSequence([seed, stage, attempt]).generate_state(1)[0])
 
 
-class CandidateSearch:
+class CandidateSearch(ControllerState):
     """The ``explore`` phase of :class:`~autolrs.controller.StageController`."""
 
     def _warm_lr(self) -> float | None:
@@ -58,22 +64,24 @@ class CandidateSearch:
         lo, hi = self._search_range()
         self._search = BayesianSearch(lo, hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
                                       first_lr=self._warm_lr(), initial=self._grid())
-        self._record.update(min_lr=lo, max_lr=hi)
+        cast(StageRecord, self._record).update({"min_lr": lo, "max_lr": hi})  # called during a stage only
         self.phase = "explore"
         return self._start_candidate(restore=restore, snapshot=snapshot)
 
     def _start_candidate(self, *, restore: bool, snapshot: bool = False) -> Decision:
-        self.lr = self._search.ask()
+        self.lr = cast(BayesianSearch, self._search).ask()  # _start_search made it
         self._candidate = {"lr": self.lr, "attempt": self._attempt, "steps": 0, "losses": [], "val_steps": [],
                            "val_losses": [], "forecast": None, "trial_loss": None, "diverged": False,
                            "failure": None}
         return Decision(self.lr, "explore", restore=restore, snapshot=snapshot)
 
     def _val_interval(self) -> int:
-        return max(1, self._record["explore_steps"] // self.config.val_points)
+        return max(1, cast(StageRecord, self._record)["explore_steps"] // self.config.val_points)
 
     def _explore_step(self, loss: float, val_loss: float | None) -> Decision:
-        c = self._candidate
+        # A search is running: its stage and candidate exist; the candidate's losses are raw floats until it closes.
+        c, r = cast(Candidate, self._candidate), cast(StageRecord, self._record)
+        losses = cast("list[float]", c["losses"])
         c["steps"] += 1
         c["losses"].append(loss)
         if val_loss is not None:
@@ -82,15 +90,15 @@ class CandidateSearch:
         if not self._tail and c["steps"] == 1 and math.isfinite(loss):
             # No kept loss yet (first stage, no warmup): every candidate's first loss is taken at S0,
             # so their mean estimates the start loss.
-            firsts = [x["losses"][0] for x in self._record["candidates"] if x["losses"] and x["losses"][0] is not None]
+            firsts = [x["losses"][0] for x in r["candidates"] if x["losses"] and x["losses"][0] is not None]
             self._start_loss = float(np.mean(firsts + [loss]))
-            self._record["start_loss"] = self._start_loss
+            r["start_loss"] = self._start_loss
         failure = None
-        if self._diverged(c["losses"]):
-            failure = self._failure_kind(c["losses"])
+        if self._diverged(losses):
+            failure = self._failure_kind(losses)
         elif val_loss is not None and not math.isfinite(val_loss):
             failure = "val_nan" if math.isnan(val_loss) else "val_inf"  # the training losses were finite
-        if failure is None and c["steps"] < self._record["explore_steps"]:
+        if failure is None and c["steps"] < r["explore_steps"]:
             return Decision(self.lr, "explore")
         self._close_candidate(failure)
         if len(self._attempt_candidates()) < self._candidates():
@@ -100,32 +108,39 @@ class CandidateSearch:
     def _close_candidate(self, failure: str | None) -> None:
         """Forecast the candidate and tell the search; ``failure``: how it failed (:func:`failure_kind`, or
         ``"val_nan"``/``"val_inf"``: ``val_fn`` returned NaN/inf), None if it did not."""
-        c, cfg, r = self._candidate, self.config, self._record
+        # Called when a running candidate ends: it and its stage exist, its losses are raw floats.
+        c, cfg, r = cast(Candidate, self._candidate), self.config, cast(StageRecord, self._record)
         failed = failure is not None
+        series: list[float]
+        steps: list[int] | None
+        kind: Literal["train", "val"]
+        horizon: float
         if failed:
             c["diverged"], c["failure"] = True, failure
         else:
             if r["objective"] == "val":
-                series, steps, kind, horizon = c["val_losses"], c["val_steps"], "val", r["tau"]
+                series, steps, kind, horizon = cast("list[float]", c["val_losses"]), c["val_steps"], "val", r["tau"]
             else:
                 # The kept stage reports the mean of its last tau' losses, centred (tau' - 1) / 2 steps
                 # before its end; index 0 is the loss of the candidate's first step.
                 n = min(r["explore_steps"], r["tau"])
-                series, steps, kind, horizon = c["losses"], None, "train", r["tau"] - 1 - (n - 1) / 2
+                series, steps, kind = cast("list[float]", c["losses"]), None, "train"
+                horizon = r["tau"] - 1 - (n - 1) / 2
             forecast = forecast_loss(series, horizon, steps=steps, kind=kind, floor=cfg.loss_floor,
                                      max_extrapolation=cfg.max_extrapolation)
             c["forecast"], c["trial_loss"] = forecast.value, forecast.observed_end
-        value = math.inf if failed else objective(c["forecast"], self._start_loss, cfg.loss_floor)
-        self._search.tell(c["lr"], value)
-        c["losses"] = [finite_or_none(x) for x in c["losses"]]
-        c["val_losses"] = [finite_or_none(x) for x in c["val_losses"]]
+        # Not failed: its forecast was just set (a float). The search began with the stage.
+        value = math.inf if failed else objective(cast(float, c["forecast"]), self._start_loss, cfg.loss_floor)
+        cast(BayesianSearch, self._search).tell(c["lr"], value)
+        c["losses"] = [finite_or_none(x) for x in cast("list[float]", c["losses"])]
+        c["val_losses"] = [finite_or_none(x) for x in cast("list[float]", c["val_losses"])]
         r["candidates"].append(c)
         self._candidate = None
 
-    def _attempt_candidates(self) -> list[dict]:
-        return [x for x in self._record["candidates"] if x["attempt"] == self._attempt]
+    def _attempt_candidates(self) -> list[Candidate]:
+        return [x for x in cast(StageRecord, self._record)["candidates"] if x["attempt"] == self._attempt]
 
-    def _best(self, candidates: list[dict]) -> dict | None:
+    def _best(self, candidates: list[Candidate]) -> Candidate | None:
         """The stage's choice among candidates that did not diverge and lie in the current range.
 
         Each gets a score on the objective's scale: the GP posterior mean at its LR (``choose="posterior"``:
@@ -139,11 +154,14 @@ class CandidateSearch:
         if not valid:
             return None
         lrs, log_scale = [x["lr"] for x in valid], cfg.loss_floor is not None
+        scores: list[float] | npt.NDArray[np.float64]
         if cfg.choose != "posterior":
-            scores = [objective(x["forecast"], self._start_loss, cfg.loss_floor) for x in valid]
+            # A candidate that did not diverge was forecast when it closed (a float).
+            scores = [objective(cast(float, x["forecast"]), self._start_loss, cfg.loss_floor) for x in valid]
             return valid[choose(lrs, scores, cfg.tolerance, log_scale=log_scale)]
-        self._search.fit()
-        scores, cov = self._search.posterior([self._search.to_unit(lr) for lr in lrs], return_cov=True)
+        search = cast(BayesianSearch, self._search)  # made when the stage's search began
+        search.fit()
+        scores, cov = search.posterior([search.to_unit(lr) for lr in lrs], return_cov=True)
         index = choose(lrs, scores, cfg.tolerance, log_scale=log_scale)
         previous = self._held_candidate(lrs)
         return valid[index if previous is None else hold(previous, index, scores, cov, cfg.hold_sigmas)]
@@ -153,7 +171,7 @@ class CandidateSearch:
         start and the last kept stage was still clearly making progress (``progress_sigmas``)."""
         warm = self._warm_lr()
         kept = [r for r in self.history if r.get("progress_t") is not None]
-        if warm is None or not kept or kept[-1]["progress_t"] > -self.config.progress_sigmas:
+        if warm is None or not kept or cast(float, kept[-1]["progress_t"]) > -self.config.progress_sigmas:
             return None
         return next((i for i, lr in enumerate(lrs) if abs(lr - warm) <= LR_RTOL * warm), None)
 
@@ -174,14 +192,48 @@ class CandidateSearch:
                    f"finite (all {len(current)} candidates failed"
                    + (f", {rest} of them by a diverging training loss)" if rest else ")"))
         else:
-            tags = {"nonfinite": ": NaN/inf", "explosion": ": its loss rose above the threshold and stayed there",
-                    "noise": ": finite losses falling back between spikes, likely batch noise"}
+            tags: dict[str | None, str] = {
+                "nonfinite": ": NaN/inf", "explosion": ": its loss rose above the threshold and stayed there",
+                "noise": ": finite losses falling back between spikes, likely batch noise"}
             tag = tags.get(lowest.get("failure"), "")
             why = f"all {len(current)} candidates diverged (lowest lr {lowest['lr']:.3g}{tag})"
-        kind = "val_fn_failed" if on_val else "all_diverged"
+        kind: EventKind = "val_fn_failed" if on_val else "all_diverged"
         return self._retry(kind, why, lowest["lr"], failure=lowest.get("failure"))
 
-    def _keep_candidate(self, candidate: dict) -> Decision:
-        self._record.update(lr=candidate["lr"], forecast=candidate["forecast"], trial_loss=candidate["trial_loss"])
+    def _keep_candidate(self, candidate: Candidate) -> Decision:
+        cast(StageRecord, self._record).update(  # called during a stage only
+            {"lr": candidate["lr"], "forecast": candidate["forecast"], "trial_loss": candidate["trial_loss"]})
         return self._start_keep(candidate["lr"], restore=True)
 
+    # -- a run that finishes mid-search ------------------------------------------------------------
+    def _branch_made_progress(self) -> bool:
+        """Whether the running candidate's last losses (median of up to 5) are below the stage's start."""
+        c = cast(Candidate, self._candidate)  # training losses, the start loss's own kind (also in a validation stage)
+        start = self._start_loss if self._start_loss is not None else (c["losses"][0] if c["losses"] else None)
+        recent = cast("list[float]", c["losses"][-5:])  # a running candidate's losses are raw floats
+        if start is None or not recent or not all(math.isfinite(x) for x in recent):
+            return False
+        return float(np.median(recent)) < start
+
+    def _finish_search(self, restore: bool) -> None:
+        c, r = cast(Candidate, self._candidate), cast(StageRecord, self._record)  # called mid-search only
+        if not restore:
+            # The branch becomes the kept trajectory: its steps count as kept.
+            self.kept_steps += c["steps"]
+            message = (f"autolrs: finished during the search of stage {self._stage}: kept the running candidate's "
+                       f"branch (lr {c['lr']:.3g}, {c['steps']} steps, its loss below the stage's start), not the "
+                       "stage snapshot; the LR was not chosen by a finished search")
+        else:
+            done = [x for x in self._attempt_candidates() if not x["diverged"] and x["forecast"] is not None]
+            best = self._best(done) if done else None
+            self.lr = best["lr"] if best is not None else (self._previous_lr or self.lr)
+            where = f"step {r['start_step']}"
+            if self.kept_steps == 0:
+                where = "the initial weights: no step of this run is kept"
+                if self.config.total_steps is None:
+                    where += "; give total_steps so that autolrs plans the run and ends on a kept stage"
+            message = (f"autolrs: finished during the search of stage {self._stage}: the running candidate made no "
+                       f"progress, so the model is restored to the stage snapshot, at {where}; lr set to "
+                       f"{self.lr:.3g}")
+        r["events"].append(event("stopped_mid_search", message))
+        warnings.warn(message, UserWarning, stacklevel=4)

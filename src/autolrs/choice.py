@@ -11,6 +11,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["objective", "choose", "hold", "progress_t"]
 
@@ -36,7 +37,8 @@ def objective(forecast: float, start_loss: float | None, floor: float | None) ->
     return scale(start_loss) + _COMPRESSION * (scale(forecast) - scale(start_loss))
 
 
-def choose(lrs: Sequence[float], scores: Sequence[float], tolerance: float, *, log_scale: bool) -> int:
+def choose(lrs: Sequence[float], scores: Sequence[float] | npt.NDArray[np.float64], tolerance: float, *,
+           log_scale: bool) -> int:
     """Index of the chosen LR: the largest whose score is within ``tolerance`` of the best score.
 
     ``tolerance = 0`` is the argmin. On a log scale (``log_scale``, scores from :func:`objective` with a
@@ -54,7 +56,8 @@ def choose(lrs: Sequence[float], scores: Sequence[float], tolerance: float, *, l
     return max(near, key=lambda i: lrs[i])
 
 
-def hold(previous: int, chosen: int, mean: Sequence[float], cov, sigmas: float) -> int:
+def hold(previous: int, chosen: int, mean: Sequence[float] | npt.NDArray[np.float64], cov: npt.ArrayLike,
+         sigmas: float) -> int:
     """``previous`` (the index of the previous stage's LR) unless ``chosen`` beats it by more than ``sigmas``
     standard deviations of their difference under the posterior (``mean``, covariance ``cov``).
 

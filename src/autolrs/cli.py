@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "plot_replay"]
 
 
-def plot_replay(path: str | Path, schedule: dict, total_steps: int | None = None) -> Path:
+def plot_replay(path: str | Path, schedule: dict[str, Any], total_steps: int | None = None) -> Path:
     """Plot a found schedule (LR per kept step) and its :class:`~autolrs.replay.ReplayLR` replay on
     ``total_steps`` steps (default: the run's budget, search included), and save a PNG."""
     try:

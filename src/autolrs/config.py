@@ -27,7 +27,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .stages import derive_explore_steps, derive_stage_sizes, smallest_stage
 
@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _check_real(name: str, value, *, positive: bool = False, allow_none: bool = False) -> None:
+def _check_real(name: str, value: Any, *, positive: bool = False, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -63,7 +63,7 @@ def _check_real(name: str, value, *, positive: bool = False, allow_none: bool = 
         raise ValueError(f"{name} must be > 0, but got {value!r}.")
 
 
-def _check_int(name: str, value, *, minimum: int, allow_none: bool = False) -> None:
+def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -235,27 +235,28 @@ class AutoLRSConfig:
                 stage = min(stage, self.max_stage_steps)
             object.__setattr__(self, "stage_steps", stage)
         if self.max_stage_steps is None:
-            object.__setattr__(self, "max_stage_steps", max(max_stage, self.stage_steps))
+            object.__setattr__(self, "max_stage_steps", max(max_stage, cast(int, self.stage_steps)))  # set above
         if self.explore_steps is None:
             object.__setattr__(self, "explore_steps", derive_explore_steps(
-                self.stage_steps, self.candidates, self.min_explore_steps, self.search_ratio))
+                cast(int, self.stage_steps), self.candidates, self.min_explore_steps, self.search_ratio))
         if self.warmup_lr is None:
             object.__setattr__(self, "warmup_lr", math.sqrt(self.min_lr * self.max_lr))
 
     def _validate_sizes(self) -> None:
-        if self.max_stage_steps < self.stage_steps:
+        # _resolve_sizes has filled every size: none is None from here on.
+        if cast(int, self.max_stage_steps) < cast(int, self.stage_steps):
             raise ValueError(
                 f"max_stage_steps (tau_max) must be >= stage_steps (tau), but got max_stage_steps="
                 f"{self.max_stage_steps} < stage_steps={self.stage_steps}."
             )
-        if self.explore_steps < self.min_explore_steps:
+        if cast(int, self.explore_steps) < self.min_explore_steps:
             raise ValueError(
                 f"explore_steps (tau') must be >= min_explore_steps={self.min_explore_steps}: a shorter loss "
                 f"series cannot be forecast, but got explore_steps={self.explore_steps} (stage_steps="
                 f"{self.stage_steps}, candidates={self.candidates}). Raise stage_steps or explore_steps, "
                 "or lower candidates."
             )
-        if self.explore_steps > self.stage_steps:
+        if cast(int, self.explore_steps) > cast(int, self.stage_steps):
             raise ValueError(
                 f"explore_steps (tau') must be <= stage_steps (tau): a candidate is a short trial of the stage, "
                 f"but got explore_steps={self.explore_steps} > stage_steps={self.stage_steps}."
@@ -280,13 +281,13 @@ class AutoLRSConfig:
     @property
     def explore_ratio(self) -> float | None:
         """``tau' / tau`` kept as the stages grow (proportional windows), or None (fixed windows)."""
-        return None if self.search_ratio is None else self.explore_steps / self.stage_steps
+        return None if self.search_ratio is None else cast(int, self.explore_steps) / cast(int, self.stage_steps)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AutoLRSConfig":
+    def from_dict(cls, data: dict[str, Any]) -> "AutoLRSConfig":
         if not isinstance(data, dict):
             raise TypeError(f"Expected a dict of AutoLRSConfig fields, but got {type(data).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}

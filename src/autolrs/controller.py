@@ -14,38 +14,35 @@ returns the :class:`Decision` for the *next* step. The driver carries it out in 
 (``restore``), save the current state as S0 (``snapshot``), set ``lr``. The controller alone decides; it
 keeps no reference to models or tensors, and its whole state is plain data (:meth:`state_dict`). The
 arithmetic of the stage plan is :mod:`autolrs.stages`, the choice rule :mod:`autolrs.choice`, the failure
-tests :mod:`autolrs.safety`. The phases live in their own modules, as mixins of :class:`StageController`:
-:mod:`autolrs.candidate_search` (explore), :mod:`autolrs.kept_trajectory` (keep, decay) and
-:mod:`autolrs.rollback` (what a failure does); this module holds the state, the step dispatch, the warmup,
-the stage plan and the state dict.
+tests :mod:`autolrs.safety`. The parts of the algorithm live in their own modules, as mixins of
+:class:`StageController`: :mod:`autolrs.stage_plan` (sizing and opening each stage),
+:mod:`autolrs.candidate_search` (explore), :mod:`autolrs.kept_trajectory` (keep, decay),
+:mod:`autolrs.rollback` (what a failure does) and :mod:`autolrs.controller_persistence` (the state dict);
+this module holds the state, the step dispatch, the input checks, the warmup and the stage bookkeeping.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
 import zlib
-
-import numpy as np
+from typing import cast
 
 from . import stages
 from .candidate_search import CandidateSearch
 from .config import AutoLRSConfig
-from .controller_state import check_controller_state
-from .decision import LR_RTOL, TAIL, TAIL_MAX, Decision, Phase, finite_or_none
+from .controller_persistence import STATE_VERSION, StatePersistence
+from .decision import TAIL_MAX, Decision, Phase, finite_or_none
 from .kept_trajectory import KeptTrajectory
-from .records import event
+from .records import Candidate, StageRecord, event
 from .rollback import RollBack
 from .safety import divergence_threshold, diverged, failure_kind
 from .search import BayesianSearch
+from .stage_plan import StagePlan
 
 __all__ = ["Decision", "Phase", "StageController", "STATE_VERSION"]
 
-STATE_VERSION = 4  # 4: events are {kind, message}; a version-3 state is upgraded on load
 
-
-class StageController(CandidateSearch, RollBack, KeptTrajectory):
+class StageController(StagePlan, CandidateSearch, RollBack, KeptTrajectory, StatePersistence):
     """Decides every LR of an AutoLRS run from the losses it is told.
 
     Args:
@@ -70,19 +67,19 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         self.steps_taken = 0
         self.kept_steps = 0
         self.phase: Phase = "warmup"
-        self.lr = config.warmup_lr
-        self.history: list[dict] = []
+        self.lr = cast(float, config.warmup_lr)  # a constructed config has resolved it (never None)
+        self.history: list[StageRecord] = []
         self.begun = False
         # Upper bounds of the search: for the run (lowered when an LR diverges) and for the current stage
         # (lowered further when a kept stage loses its progress). Never below min_lr.
         self._max_lr = config.max_lr
         self._hi = config.max_lr
         self._stage = 0
-        self._tau_next = config.stage_steps
+        self._tau_next = cast(int, config.stage_steps)  # resolved by the config, as below
         self._attempt = 0
         self._rollbacks = 0                  # roll-backs of the stage in progress (at most MAX_ROLLBACKS)
-        self._record: dict | None = None     # the stage in progress
-        self._candidate: dict | None = None  # the candidate in progress
+        self._record: StageRecord | None = None     # the stage in progress
+        self._candidate: Candidate | None = None    # the candidate in progress
         self._keep_losses: list[float] = []
         self._tail: list[float] = []         # last kept losses: the start loss of the next stage
         self._start_loss: float | None = None
@@ -106,8 +103,8 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         """Whether the next :meth:`step` must carry ``val_loss`` (validation mode, at this step)."""
         if self._record is None or self._record["objective"] != "val":
             return False
-        if self.phase == "explore":
-            return (self._candidate["steps"] + 1) % self._val_interval() == 0
+        if self.phase == "explore":  # a search is running: it has its candidate
+            return (cast(Candidate, self._candidate)["steps"] + 1) % self._val_interval() == 0
         if self.phase == "keep":
             return self._record["kept_steps"] + 1 == self._record["tau"]
         return False
@@ -181,38 +178,6 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         self.phase = "done"
         return Decision(self.lr, "done", restore=restore, done=True)
 
-    def _branch_made_progress(self) -> bool:
-        """Whether the running candidate's last losses (median of up to 5) are below the stage's start."""
-        c = self._candidate  # training losses, the start loss's own kind (also in a validation stage)
-        start = self._start_loss if self._start_loss is not None else (c["losses"][0] if c["losses"] else None)
-        recent = c["losses"][-5:]
-        if start is None or not recent or not all(math.isfinite(x) for x in recent):
-            return False
-        return float(np.median(recent)) < start
-
-    def _finish_search(self, restore: bool) -> None:
-        c, r = self._candidate, self._record
-        if not restore:
-            # The branch becomes the kept trajectory: its steps count as kept.
-            self.kept_steps += c["steps"]
-            message = (f"autolrs: finished during the search of stage {self._stage}: kept the running candidate's "
-                       f"branch (lr {c['lr']:.3g}, {c['steps']} steps, its loss below the stage's start), not the "
-                       "stage snapshot; the LR was not chosen by a finished search")
-        else:
-            done = [x for x in self._attempt_candidates() if not x["diverged"] and x["forecast"] is not None]
-            best = self._best(done) if done else None
-            self.lr = best["lr"] if best is not None else (self._previous_lr or self.lr)
-            where = f"step {r['start_step']}"
-            if self.kept_steps == 0:
-                where = "the initial weights: no step of this run is kept"
-                if self.config.total_steps is None:
-                    where += "; give total_steps so that autolrs plans the run and ends on a kept stage"
-            message = (f"autolrs: finished during the search of stage {self._stage}: the running candidate made no "
-                       f"progress, so the model is restored to the stage snapshot, at {where}; lr set to "
-                       f"{self.lr:.3g}")
-        r["events"].append(event("stopped_mid_search", message))
-        warnings.warn(message, UserWarning, stacklevel=4)
-
     def fingerprint(self) -> int:
         """A 32-bit checksum of the state that decides the next steps (step counts, phase, LR, bounds, stage).
 
@@ -271,12 +236,12 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         if r is None or self.phase == "warmup":
             return False
         if self.phase == "explore":
-            return self._candidate["steps"] == 0 and not r["candidates"]
+            return cast(Candidate, self._candidate)["steps"] == 0 and not r["candidates"]
         return r["kept_steps"] == 0 and not r["candidates"] and not r["discarded"]
 
     # -- warmup ------------------------------------------------------------------------------------
     def _warmup_lr(self, step: int) -> float:
-        return stages.warmup_lr(self.config.warmup_lr, self.config.warmup_steps, step)
+        return stages.warmup_lr(cast(float, self.config.warmup_lr), self.config.warmup_steps, step)
 
     def _warmup_step(self, loss: float) -> Decision:
         self.kept_steps += 1
@@ -286,72 +251,18 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
         self.lr = self._warmup_lr(self.steps_taken)
         return Decision(self.lr, "warmup")
 
-    # -- stage plan --------------------------------------------------------------------------------
-    def _remaining(self) -> int | None:
-        """Steps left in the stages' span (before the decay phase); None without a budget."""
-        return None if self.stable_end is None else self.stable_end - self.steps_taken
-
-    def _explore_length(self, tau: int) -> int:
-        cfg = self.config
-        return stages.explore_length(tau, cfg.explore_steps, cfg.stage_steps, cfg.search_ratio,
-                                     cfg.min_explore_steps)
-
-    def _grid(self) -> list[float]:
-        """The opening design of a search with no previous LR to start from: a log grid over the range
-        (two LRs per decade, ends included), so that no decade goes untried; a random first point and a
-        few GP proposals can miss the good one. None for the paper preset."""
-        if self.config.preset == "paper" or self._warm_lr() is not None:
-            return []
-        return stages.opening_grid(*self._search_range())
-
-    def _candidates(self) -> int:
-        """``k`` of the current search: the grid and two GP proposals after it, where there is a grid."""
-        grid = self._grid()
-        return max(self.config.candidates, len(grid) + 2) if grid else self.config.candidates
-
-    def _begin_stage(self) -> Decision:
-        cfg = self.config
-        span = max(TAIL, 2 * self._explore_length(self._tau_next))
-        self._start_loss = float(np.mean(self._tail[-span:])) if self._tail else None
-        self._keep_losses = []
-        self._hi = self._max_lr
-        self._attempt = 0
-        self._rollbacks = 0
-        plan = stages.plan_stage(self._remaining(), self._tau_next, self._explore_length(self._tau_next),
-                                 self._candidates(), cfg.min_explore_steps)
-        if plan is None:
-            return self._begin_decay()
-        objective_kind = "val" if cfg.use_validation and self._tau_next >= cfg.max_stage_steps else "train"
-        self._record = self._new_record("search", objective_kind)
-        tau, n = plan
-        if self._hi <= cfg.min_lr * (1 + LR_RTOL):
-            # Every LR above min_lr diverged earlier in the run: nothing left to search.
-            self._record["events"].append(
-                event("range_collapsed", "search range collapsed to min_lr after divergence: keeping min_lr"))
-            self._record.update(tau=tau + self._candidates() * n, lr=cfg.min_lr)
-            return self._start_keep(cfg.min_lr, restore=False, snapshot=True)
-        self._record.update(tau=tau, explore_steps=n)
-        return self._start_search(restore=False, snapshot=True)
-
-    def _new_record(self, kind: str, objective_kind: str) -> dict:
-        return {
-            "stage": self._stage, "kind": kind, "start_step": self.steps_taken, "tau": 0, "explore_steps": 0,
-            "objective": objective_kind, "min_lr": self.config.min_lr, "max_lr": self._hi,
-            "start_loss": self._start_loss, "previous_lr": self._previous_lr, "candidates": [], "lr": None,
-            "forecast": None, "trial_loss": None, "keep_start_step": None, "kept_steps": 0, "loss_reached": None,
-            "discarded": [], "events": [],
-        }
-
     # -- bookkeeping -------------------------------------------------------------------------------
     def _close_stage(self) -> None:
-        if self._candidate is not None:  # interrupted mid-candidate
-            self._candidate["losses"] = [finite_or_none(x) for x in self._candidate["losses"]]
-            self._candidate["val_losses"] = [finite_or_none(x) for x in self._candidate["val_losses"]]
+        record = cast(StageRecord, self._record)  # called only while a stage is in progress
+        if self._candidate is not None:  # interrupted mid-candidate; its losses are still raw floats
+            self._candidate["losses"] = [finite_or_none(x) for x in cast("list[float]", self._candidate["losses"])]
+            self._candidate["val_losses"] = [finite_or_none(x)
+                                             for x in cast("list[float]", self._candidate["val_losses"])]
             self._candidate["interrupted"] = True
-            self._record["candidates"].append(self._candidate)
+            record["candidates"].append(self._candidate)
             self._candidate = None
-        self._record["rollbacks"] = self._rollbacks
-        self.history.append(self._record)
+        record["rollbacks"] = self._rollbacks
+        self.history.append(record)
         self._record = None
 
     def _check_budget(self, decision: Decision) -> Decision:
@@ -379,72 +290,3 @@ class StageController(CandidateSearch, RollBack, KeptTrajectory):
     def _diverged(self, losses: list[float]) -> bool:
         """The one divergence test, :func:`~autolrs.safety.diverged`, of candidates, kept stages and the decay."""
         return diverged(losses, self._threshold())
-
-    # -- state -------------------------------------------------------------------------------------
-    _STATE_FIELDS = ("steps_taken", "kept_steps", "phase", "lr", "history", "begun", "_max_lr", "_hi", "_stage",
-                     "_tau_next", "_attempt", "_rollbacks", "_record", "_candidate", "_keep_losses", "_tail",
-                     "_start_loss", "_previous_lr")
-
-    def state_dict(self) -> dict:
-        """Everything needed to resume, as plain data (lists, dicts, numbers, strings)."""
-        state = {name.lstrip("_"): copy.deepcopy(getattr(self, name)) for name in self._STATE_FIELDS}
-        state["version"] = STATE_VERSION
-        state["config"] = self.config.to_dict()
-        state["search"] = None if self._search is None else self._search.state_dict()
-        return state
-
-    def check_state_dict(self, state: dict) -> None:
-        """Raise if ``state`` cannot be loaded into this controller (changes nothing)."""
-        self._checked(state)
-
-    def _checked(self, state: dict) -> dict:
-        """``state`` checked, and upgraded (as a copy) when it was saved by the previous version."""
-        if not isinstance(state, dict):
-            raise TypeError(f"Expected a dict from StageController.state_dict(), but got {type(state).__name__}.")
-        version = state.get("version")
-        if version == 3:
-            state = _upgrade_from_3(state)
-            version = state["version"]
-        if version != STATE_VERSION:
-            raise ValueError(
-                f"This state was saved by controller state version {version!r}; this autolrs reads version "
-                f"{STATE_VERSION}. Resume with the autolrs release that saved it."
-            )
-        saved, ours = state.get("config"), self.config.to_dict()
-        if saved != ours:
-            diff = sorted(k for k in ours if not isinstance(saved, dict) or saved.get(k) != ours[k])
-            raise ValueError(
-                f"This state was saved with another configuration (differs in {diff}); build AutoLRS with the "
-                "same options as the run that saved it."
-            )
-        missing = [name.lstrip("_") for name in self._STATE_FIELDS if name.lstrip("_") not in state]
-        if missing or "search" not in state:
-            raise ValueError(f"This state is incomplete (missing {missing or ['search']}).")
-        check_controller_state(state, self.config.loss_floor)
-        if state["search"] is not None:
-            try:
-                BayesianSearch.from_state_dict(copy.deepcopy(state["search"]))
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"This autolrs state's search cannot be rebuilt: {error}") from None
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        state = self._checked(state)
-        for name in self._STATE_FIELDS:
-            setattr(self, name, copy.deepcopy(state[name.lstrip("_")]))
-        self._search = None
-        if state["search"] is not None:
-            # Kept phases need it too: a rolled-back stage chooses among the same candidates again.
-            self._search = BayesianSearch.from_state_dict(state["search"])
-
-
-def _upgrade_from_3(state: dict) -> dict:
-    """A version-3 state (events as plain strings) as version 4 (events as ``{kind, message}``), copied."""
-    state = copy.deepcopy(state)
-    records = [r for r in [*(state.get("history") or []), state.get("record")] if isinstance(r, dict)]
-    for record in records:
-        events = record.get("events")
-        if isinstance(events, list):
-            record["events"] = [event("note", e) if isinstance(e, str) else e for e in events]
-    state["version"] = 4
-    return state

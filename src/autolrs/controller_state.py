@@ -9,11 +9,16 @@ A state that passes has the types every controller method relies on; values are 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from .records import EVENT_KINDS
+from .decision import Decision, Phase
+from .records import EVENT_KINDS, Candidate, EventKind, StageRecord
 
-__all__ = ["check_controller_state"]
+if TYPE_CHECKING:
+    from .config import AutoLRSConfig
+    from .search import BayesianSearch
+
+__all__ = ["ControllerState", "check_controller_state"]
 
 Check = Callable[[Any, str], None]
 
@@ -172,3 +177,68 @@ def check_controller_state(state: Any, loss_floor: float | None) -> None:
         raise ValueError(f"This autolrs state is corrupt: it is in a {phase} phase but has no stage record.")
     if candidate is not None and any(x is None for x in candidate["losses"]):
         _fail("state.candidate.losses", candidate["losses"], "the finite losses of a candidate still running")
+
+
+class ControllerState:
+    """The attributes of a :class:`~autolrs.controller.StageController` that its phase mixins share, typed.
+
+    Declarations only (no values, no behaviour): ``StageController.__init__`` sets them. The methods below are
+    the ones a mixin calls on another part of the controller; they exist for the type checker alone.
+    """
+
+    config: AutoLRSConfig
+    steps_taken: int
+    kept_steps: int
+    phase: Phase
+    lr: float
+    history: list[StageRecord]
+    begun: bool
+    _max_lr: float
+    _hi: float
+    _stage: int
+    _tau_next: int
+    _attempt: int
+    _rollbacks: int
+    _record: StageRecord | None       # the stage in progress
+    _candidate: Candidate | None      # the candidate in progress (its losses raw floats until it closes)
+    _keep_losses: list[float]
+    _tail: list[float]
+    _start_loss: float | None
+    _previous_lr: float | None
+    _search: BayesianSearch | None
+
+    if TYPE_CHECKING:
+        # autolrs.controller
+        @property
+        def stable_end(self) -> int | None: ...
+        def _close_stage(self) -> None: ...
+        def _push_tail(self, loss: float) -> None: ...
+        def _threshold(self) -> float | None: ...
+        def _failure_kind(self, losses: list[float]) -> str: ...
+        def _diverged(self, losses: list[float]) -> bool: ...
+
+        # autolrs.stage_plan
+        def _remaining(self) -> int | None: ...
+        def _grid(self) -> list[float]: ...
+        def _candidates(self) -> int: ...
+        def _begin_stage(self) -> Decision: ...
+        def _new_record(self, kind: str, objective_kind: Literal["train", "val"]) -> StageRecord: ...
+
+        # autolrs.candidate_search
+        def _warm_lr(self) -> float | None: ...
+        def _search_range(self) -> tuple[float, float]: ...
+        def _start_search(self, *, restore: bool, snapshot: bool) -> Decision: ...
+        def _attempt_candidates(self) -> list[Candidate]: ...
+        def _best(self, candidates: list[Candidate]) -> Candidate | None: ...
+        def _keep_candidate(self, candidate: Candidate) -> Decision: ...
+
+        # autolrs.rollback
+        def _retry(self, kind: EventKind, why: str, failed_lr: float, *, failure: str | None,
+                   persist: bool = True) -> Decision: ...
+        def _describe(self, failure: str | None, losses: list[float]) -> str: ...
+        def _advice_at_limit(self, failure: str | None, exhausted: bool) -> str: ...
+        def _event(self, kind: EventKind, message: str, *, warn: bool = True) -> None: ...
+
+        # autolrs.kept_trajectory
+        def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision: ...
+        def _begin_decay(self) -> Decision: ...

@@ -12,10 +12,14 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .torch.driver import AutoLRS
 
 __all__ = ["load_mnist1d", "ConvNet", "batches", "evaluate", "train", "run_demo", "Progress"]
 
@@ -61,10 +65,11 @@ class ConvNet(nn.Module):
         self.classifier = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        return cast(torch.Tensor, self.classifier(self.features(x).flatten(1)))  # nn.Module.__call__ is Any
 
 
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled mini-batches (a new permutation each epoch)."""
     while True:
         order = torch.randperm(x.shape[0], generator=generator)
@@ -108,15 +113,16 @@ class Progress:
         sys.stderr.flush()
 
 
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, stream, steps: int, sched=None,
-          progress: Progress | None = None, on_step=None) -> tuple[float, list[tuple]]:
+def train(model: nn.Module, optimizer: torch.optim.Optimizer, stream: Iterator[tuple[torch.Tensor, torch.Tensor]],
+          steps: int, sched: AutoLRS | None = None, progress: Progress | None = None,
+          on_step: Callable[[], object] | None = None) -> tuple[float, list[tuple[int, str, float, float]]]:
     """The demo's training loop: cross-entropy on ``stream``'s batches for ``steps`` optimizer steps, or
     until ``sched.done`` when an :class:`~autolrs.AutoLRS` ``sched`` drives the LR; ``on_step()`` (if given)
     runs after every step.
 
     Returns the wall time and, with ``sched``, the trace ``(step, phase, lr, loss)`` of every step.
     """
-    trace: list[tuple] = []
+    trace: list[tuple[int, str, float, float]] = []
     start = time.perf_counter()
     step = 0
     while not sched.done if sched is not None else step < steps:
@@ -125,7 +131,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, stream, steps: int
         x, y = next(stream)
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
         optimizer.step()
         step += 1
         if sched is not None:
@@ -142,7 +148,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, stream, steps: int
 
 
 def run_demo(steps: int = 4000, seed: int = 0, out: str | Path = "autolrs-demo", constant_lr: float = 0.1,
-             min_lr: float = 1e-3, max_lr: float = 1.0, batch_size: int = 128) -> dict:
+             min_lr: float = 1e-3, max_lr: float = 1.0, batch_size: int = 128) -> dict[str, Any]:
     """Train the MNIST-1D CNN with autolrs and with a constant LR on the same budget; report both."""
     from . import AutoLRS
     from .report import plot_run, stage_table, write_json
@@ -155,7 +161,7 @@ def run_demo(steps: int = 4000, seed: int = 0, out: str | Path = "autolrs-demo",
     # validation objective did not improve on, BENCHMARKS.md); the test set gives the final figure.
     x_train, y_train = data["x"][:3500], data["y"][:3500]
 
-    def make(seed_: int):
+    def make(seed_: int) -> tuple[ConvNet, torch.optim.SGD, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
         torch.manual_seed(seed_)
         model = ConvNet()
         optimizer = torch.optim.SGD(model.parameters(), lr=constant_lr, momentum=0.9, weight_decay=5e-4)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
+import numpy.typing as npt
 from scipy.interpolate import UnivariateSpline
 from scipy.ndimage import median_filter
 from scipy.optimize import minimize_scalar
@@ -58,7 +59,7 @@ class Forecast:
     t0: float = 0.0
     observed_end: float | None = None
 
-    def predict(self, t) -> np.ndarray | float:
+    def predict(self, t: npt.ArrayLike) -> np.ndarray | float:
         return self.a * np.exp(self.b * (np.asarray(t, dtype=float) - self.t0)) + self.c
 
 

@@ -8,36 +8,39 @@ decays linearly to zero from the last stage's LR.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
 from . import stages
+from .controller_state import ControllerState
 from .decision import MAX_ROLLBACKS, TAIL, Decision, finite_or_none
-from .records import event
+from .records import StageRecord, event
 from .choice import progress_t
 from .safety import lost_progress
 
 __all__ = ["KeptTrajectory"]
 
 
-class KeptTrajectory:
+class KeptTrajectory(ControllerState):
     """The ``keep`` and ``decay`` phases of :class:`~autolrs.controller.StageController`."""
 
     def _start_keep(self, lr: float, *, restore: bool, snapshot: bool = False) -> Decision:
         # Candidates that diverged stopped early and left steps over: if what would remain after this
         # stage is too little for another stage, it is kept here rather than run as a tiny last stage.
         smallest = stages.smallest_stage(self.config.candidates, self.config.min_explore_steps)
-        self._record["tau"] = stages.keep_length(self._remaining(), self._record["tau"], smallest)
+        r = cast(StageRecord, self._record)  # a kept phase belongs to the stage in progress
+        r["tau"] = stages.keep_length(self._remaining(), r["tau"], smallest)
         self.phase = "keep"
         self.lr = lr
-        self._record.update(keep_start_step=self.steps_taken, kept_steps=0)
+        r.update({"keep_start_step": self.steps_taken, "kept_steps": 0})
         self._keep_losses = []
-        if self._record["tau"] <= 0:
+        if r["tau"] <= 0:
             return self._end_stage(restore=restore, snapshot=snapshot)
         return Decision(lr, "keep", restore=restore, snapshot=snapshot)
 
     def _keep_step(self, loss: float, val_loss: float | None) -> Decision:
-        r = self._record
+        r = cast(StageRecord, self._record)  # the stage in progress
         r["kept_steps"] += 1
         self.kept_steps += 1
         self._keep_losses.append(loss)
@@ -71,7 +74,7 @@ class KeptTrajectory:
 
     def _lost_progress(self, *, at_end: bool) -> bool:
         """:func:`~autolrs.safety.lost_progress` on this stage, when a roll-back could still be redone."""
-        r = self._record
+        r = cast(StageRecord, self._record)  # the stage in progress
         start, trial = r["start_loss"], r["trial_loss"]
         if start is None or trial is None or r["objective"] != "train" or self._rollbacks >= MAX_ROLLBACKS:
             return False
@@ -92,7 +95,7 @@ class KeptTrajectory:
         return lost_progress(start, trial, self._keep_losses[-n:], first_stage=first_stage, at_end=at_end)
 
     def _roll_back_lost_progress(self) -> Decision:
-        r = self._record
+        r = cast(StageRecord, self._record)  # the stage in progress
         reached = float(np.mean(self._keep_losses[-2 * (r["explore_steps"] or TAIL):]))
         why = (f"the kept stage at lr {self.lr:.3g} went back to loss {reached:.4g} after {r['kept_steps']} steps, "
                f"giving back the progress its {r['explore_steps']}-step trial had made (from "
@@ -102,18 +105,18 @@ class KeptTrajectory:
 
     def _discard_keep(self, reached: float | None = None) -> None:
         """Take a failed kept phase off the kept trajectory (S0 will be restored); keep it in the record."""
-        r = self._record
+        r = cast(StageRecord, self._record)  # the stage in progress
         r["discarded"].append({"start_step": r["keep_start_step"], "steps": r["kept_steps"], "lr": self.lr,
                                "loss_reached": None if reached is None else finite_or_none(reached)})
         self.kept_steps -= r["kept_steps"]
         finite = sum(1 for x in self._keep_losses if math.isfinite(x))
         self._tail = self._tail[: max(0, len(self._tail) - finite)]
-        r.update(kept_steps=0, loss_reached=None, keep_start_step=None)
+        r.update({"kept_steps": 0, "loss_reached": None, "keep_start_step": None})
 
     def _end_stage(self, *, restore: bool = False, snapshot: bool = False) -> Decision:
         self._close_stage()
         self._previous_lr = self.lr
-        self._tau_next = min(2 * self._tau_next, self.config.max_stage_steps)
+        self._tau_next = min(2 * self._tau_next, cast(int, self.config.max_stage_steps))  # resolved by the config
         self._stage += 1
         if self.config.total_steps is not None and self.steps_taken >= self.config.total_steps:
             self.phase = "done"
@@ -132,7 +135,9 @@ class KeptTrajectory:
         """
         record = self._new_record("decay" if self.config.decay_steps else "hold", "train")
         start_lr = self.lr if self._previous_lr is None else self._previous_lr
-        record.update(tau=self.config.total_steps - self.steps_taken, lr=start_lr, keep_start_step=self.steps_taken)
+        # The decay phase exists only with a budget (config.decay_steps and stable_end need total_steps).
+        total_steps = cast(int, self.config.total_steps)
+        record.update({"tau": total_steps - self.steps_taken, "lr": start_lr, "keep_start_step": self.steps_taken})
         if record["kind"] == "hold":
             record["events"].append(event("no_search", "no search: too few steps left in the budget"))
         self._record = record
@@ -141,13 +146,14 @@ class KeptTrajectory:
         return Decision(self.lr, "decay", snapshot=True)
 
     def _decay_lr(self) -> float:
-        r = self._record
+        r = cast(StageRecord, self._record)  # the stage in progress
+        lr = cast(float, r["lr"])  # _begin_decay set the phase's LR
         if r["kind"] == "hold":
-            return r["lr"]
-        return stages.decay_lr(r["lr"], r["tau"], r["kept_steps"])
+            return lr
+        return stages.decay_lr(lr, r["tau"], r["kept_steps"])
 
     def _decay_step(self, loss: float) -> Decision:
-        r = self._record
+        r = cast(StageRecord, self._record)  # the stage in progress
         r["kept_steps"] += 1
         self.kept_steps += 1
         self._keep_losses.append(loss)
@@ -159,19 +165,21 @@ class KeptTrajectory:
             failed = self.lr
             self._rollbacks += 1
             message = (f"autolrs stage {self._stage}: the decay from lr {r['lr']:.3g} diverged at lr {failed:.3g}"
-                       f"{self._describe(failure, self._keep_losses)}; restarting it from lr {r['lr'] / 2:.3g}")
+                       f"{self._describe(failure, self._keep_losses)}; restarting it from lr "
+                       f"{cast(float, r['lr']) / 2:.3g}")
             if self._rollbacks == MAX_ROLLBACKS:
                 message += (f"; restarted {MAX_ROLLBACKS} times, the limit: from now on only a NaN/inf loss restarts "
                             "it" + self._advice_at_limit(failure, exhausted=False))
             self._discard_keep()
             self._event("decay_restarted", message)
-            r.update(lr=r["lr"] / 2, tau=self.config.total_steps - self.steps_taken, keep_start_step=self.steps_taken)
+            r.update({"lr": cast(float, r["lr"]) / 2, "tau": cast(int, self.config.total_steps) - self.steps_taken,
+                      "keep_start_step": self.steps_taken})
             self._keep_losses = []
             self.lr = self._decay_lr()
             return Decision(self.lr, "decay", restore=True)
         self._push_tail(loss)
-        if self.steps_taken >= self.config.total_steps:
-            n = max(1, min(len(self._keep_losses), self.config.explore_steps))
+        if self.steps_taken >= cast(int, self.config.total_steps):  # a decay phase has a budget
+            n = max(1, min(len(self._keep_losses), cast(int, self.config.explore_steps)))  # resolved by the config
             r["loss_reached"] = finite_or_none(float(np.mean(self._keep_losses[-n:])))
             self._close_stage()
             self.phase = "done"

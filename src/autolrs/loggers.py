@@ -17,8 +17,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .report import _json_safe
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .torch.driver import AutoLRS
 
 __all__ = ["PHASE_CODES", "Callback", "JSONLinesLogger", "TensorBoardLogger"]
 
@@ -40,13 +46,13 @@ class Callback:
     is the step at which they ended.
     """
 
-    def on_step(self, sched, info: dict) -> None:
+    def on_step(self, sched: AutoLRS, info: dict[str, Any]) -> None:
         """After every optimizer step reported to ``sched.step()``."""
 
-    def on_candidate_end(self, sched, candidate: dict) -> None:
+    def on_candidate_end(self, sched: AutoLRS, candidate: dict[str, Any]) -> None:
         """After a candidate LR's trial window ends (or diverges): its losses, forecast and trial loss."""
 
-    def on_stage_end(self, sched, record: dict) -> None:
+    def on_stage_end(self, sched: AutoLRS, record: dict[str, Any]) -> None:
         """After a stage (or the decay phase) ends: the chosen ``lr``, every candidate, ``forecast`` and
         ``loss_reached``."""
 
@@ -68,7 +74,7 @@ class JSONLinesLogger(Callback):
         >>> sched = AutoLRS(model, optimizer, ..., callbacks=[logger])         # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike, *, mode: str = "w", steps: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, mode: str = "w", steps: bool = True) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a file path, but got {type(path).__name__}.")
         if mode not in ("w", "a"):
@@ -78,19 +84,19 @@ class JSONLinesLogger(Callback):
         self.steps = bool(steps)
         self._file = open(self.path, mode, buffering=1, encoding="utf-8")  # line-buffered: flushed per event
 
-    def _write(self, event: dict) -> None:
+    def _write(self, event: dict[str, Any]) -> None:
         if self._file.closed:
             raise ValueError(f"JSONLinesLogger({str(self.path)!r}) was closed; it cannot log any more.")
         self._file.write(json.dumps(_json_safe(event), allow_nan=False) + "\n")
 
-    def on_step(self, sched, info: dict) -> None:
+    def on_step(self, sched: AutoLRS, info: dict[str, Any]) -> None:
         if self.steps:
             self._write({"event": "step", **info})
 
-    def on_candidate_end(self, sched, candidate: dict) -> None:
+    def on_candidate_end(self, sched: AutoLRS, candidate: dict[str, Any]) -> None:
         self._write({"event": "candidate_end", "step": sched.steps_taken, "candidate": candidate})
 
-    def on_stage_end(self, sched, record: dict) -> None:
+    def on_stage_end(self, sched: AutoLRS, record: dict[str, Any]) -> None:
         self._write({"event": "stage_end", "step": sched.steps_taken, "record": record})
 
     def close(self) -> None:
@@ -99,11 +105,11 @@ class JSONLinesLogger(Callback):
     def __enter__(self) -> "JSONLinesLogger":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def _summary_writer(log_dir):
+def _summary_writer(log_dir: str | os.PathLike[str]) -> SummaryWriter:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as error:
@@ -131,7 +137,7 @@ class TensorBoardLogger(Callback):
         prefix: the tags' first part.
     """
 
-    def __init__(self, log_dir, *, prefix: str = "autolrs") -> None:
+    def __init__(self, log_dir: Any, *, prefix: str = "autolrs") -> None:  # a path, or any writer
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty string, but got {prefix!r}.")
         if callable(getattr(log_dir, "add_scalar", None)):
@@ -142,22 +148,22 @@ class TensorBoardLogger(Callback):
             raise TypeError(f"log_dir must be a folder or a SummaryWriter, but got {type(log_dir).__name__}.")
         self.prefix = prefix
 
-    def _scalar(self, tag: str, value, step: int) -> None:
+    def _scalar(self, tag: str, value: float | None, step: int) -> None:
         if value is not None:
             self.writer.add_scalar(f"{self.prefix}/{tag}", value, global_step=step)
 
-    def on_step(self, sched, info: dict) -> None:
+    def on_step(self, sched: AutoLRS, info: dict[str, Any]) -> None:
         step = info["step"]
         self._scalar("lr", info["lr"], step)
         self._scalar("phase", PHASE_CODES[info["phase"]], step)
         self._scalar("loss", info["loss"], step)
         self._scalar("val_loss", info["val_loss"], step)
 
-    def on_candidate_end(self, sched, candidate: dict) -> None:
+    def on_candidate_end(self, sched: AutoLRS, candidate: dict[str, Any]) -> None:
         self._scalar("candidate/lr", candidate["lr"], sched.steps_taken)
         self._scalar("candidate/forecast", candidate["forecast"], sched.steps_taken)
 
-    def on_stage_end(self, sched, record: dict) -> None:
+    def on_stage_end(self, sched: AutoLRS, record: dict[str, Any]) -> None:
         for tag, key in (("stage/lr", "lr"), ("stage/forecast", "forecast"), ("stage/loss_reached", "loss_reached")):
             self._scalar(tag, record[key], sched.steps_taken)
         self.writer.flush()  # a stage is the unit a reader waits for

@@ -30,11 +30,16 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from . import stages
+from .records import StageRecord
+
+if TYPE_CHECKING:
+    from .config import AutoLRSConfig
 
 __all__ = ["SCHEDULE_FORMAT", "ReplayLR", "check_schedule", "replay_lrs", "schedule_from_history"]
 
@@ -44,7 +49,8 @@ _KINDS = ("warmup", "stage", "hold", "decay")
 
 
 # -- the schedule as data --------------------------------------------------------------------------------
-def schedule_from_history(history: list[dict], config, *, kept_steps: int, steps_taken: int) -> dict:
+def schedule_from_history(history: list[StageRecord], config: AutoLRSConfig, *, kept_steps: int,
+                          steps_taken: int) -> dict[str, Any]:
     """The found schedule of a finished run, from its history and configuration.
 
     Args:
@@ -52,7 +58,7 @@ def schedule_from_history(history: list[dict], config, *, kept_steps: int, steps
         config: its :class:`~autolrs.config.AutoLRSConfig` (for the warmup, which has no record).
         kept_steps, steps_taken: the run's counts at its end.
     """
-    segments: list[dict] = []
+    segments: list[dict[str, Any]] = []
     covered = 0
 
     def add(kind: str, stage: int | None, start_step: int, steps: int, lr: float, length: int) -> None:
@@ -64,13 +70,13 @@ def schedule_from_history(history: list[dict], config, *, kept_steps: int, steps
 
     # Every stage starts after the whole warmup; a run stopped in its warmup kept only the steps it took.
     warmup = config.warmup_steps if history else min(config.warmup_steps, kept_steps)
-    add("warmup", None, 0, warmup, config.warmup_lr, config.warmup_steps)
+    add("warmup", None, 0, warmup, cast(float, config.warmup_lr), config.warmup_steps)  # resolved by the config
     for r in history:
         # A record's kept phase is the last one it ran: rolled-back ones were moved to r["discarded"].
         if r["keep_start_step"] is None or r["kept_steps"] == 0:
             continue
         kind = "stage" if r["kind"] == "search" else r["kind"]
-        add(kind, r["stage"], r["keep_start_step"], r["kept_steps"], r["lr"],
+        add(kind, r["stage"], r["keep_start_step"], r["kept_steps"], cast(float, r["lr"]),  # a kept phase has its LR
             r["tau"] if kind == "decay" else r["kept_steps"])
     missing = kept_steps - covered
     if missing:
@@ -83,14 +89,16 @@ def schedule_from_history(history: list[dict], config, *, kept_steps: int, steps
                 f"autolrs: the history accounts for {covered} kept steps but the run kept {kept_steps}; the "
                 "history does not belong to this run (or is corrupt)."
             )
-        add("stage", last["stage"], steps_taken - missing, missing, branch["lr"], missing)
+        # A branch implies a last record.
+        add("stage", cast(StageRecord, last)["stage"], steps_taken - missing, missing, branch["lr"], missing)
     return {"format": SCHEDULE_FORMAT, "version": SCHEDULE_VERSION, "total_steps": config.total_steps,
             "steps_taken": steps_taken, "kept_steps": covered,
             "lrs": [_segment_lr(s, i) for s in segments for i in range(s["steps"])], "segments": segments}
 
 
-def _segment_lr(segment: dict, i: int) -> float:
+def _segment_lr(segment: dict[str, Any], i: int) -> float:
     """The LR of the ``i``-th step of a segment: the controller's own formulas (bit-equal)."""
+    lr: float
     kind, lr, length = segment["kind"], segment["lr"], segment["length"]
     if kind == "warmup":
         return stages.warmup_lr(lr, length, i)
@@ -99,11 +107,11 @@ def _segment_lr(segment: dict, i: int) -> float:
     return lr
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_schedule(schedule) -> None:
+def check_schedule(schedule: object) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``schedule`` is a found schedule (see the module docstring)."""
     if not isinstance(schedule, dict) or "segments" not in schedule or "kept_steps" not in schedule:
         raise TypeError(
@@ -137,16 +145,16 @@ def check_schedule(schedule) -> None:
                          f"{len(schedule.get('lrs', []))}, but kept_steps is {kept}: the schedule is corrupt.")
 
 
-def _check_total_steps(total_steps) -> None:
+def _check_total_steps(total_steps: int | None) -> None:
     if total_steps is not None and (not _is_int(total_steps) or total_steps < 1):
         raise ValueError(f"total_steps must be an integer >= 1 (the replay's budget) or None, but got "
                          f"{total_steps!r}.")
 
 
-def _stretch(schedule: dict, total_steps: int) -> list[dict]:
+def _stretch(schedule: dict[str, Any], total_steps: int) -> list[dict[str, Any]]:
     """The schedule's segments on a budget of ``total_steps`` steps (module docstring: how it stretches)."""
     kept = schedule["kept_steps"]
-    out = []
+    out: list[dict[str, Any]] = []
     for s in schedule["segments"]:
         # Integer rounding, half up: the last boundary lands exactly on total_steps.
         a = (2 * s["start"] * total_steps + kept) // (2 * kept)
@@ -159,7 +167,7 @@ def _stretch(schedule: dict, total_steps: int) -> list[dict]:
     return out
 
 
-def replay_lrs(schedule: dict, total_steps: int | None = None) -> list[float]:
+def replay_lrs(schedule: dict[str, Any], total_steps: int | None = None) -> list[float]:
     """The LR of every step of a replay (:class:`ReplayLR`'s), without an optimizer.
 
     Args:
@@ -202,7 +210,7 @@ class ReplayLR(LRScheduler):
         [0.1, 0.1, 0.1, 0.1, 0.08, 0.06, 0.04, 0.02]
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: dict, total_steps: int | None = None,
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: dict[str, Any], total_steps: int | None = None,
                  last_epoch: int = -1) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, but got {type(optimizer).__name__}.")
@@ -224,7 +232,7 @@ class ReplayLR(LRScheduler):
         segment = self.segments[bisect.bisect_right(self._starts, step) - 1]
         return _segment_lr(segment, step - segment["start"])
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:  # LRScheduler's type; these are all floats
         lr, first = self.lr_at(self.last_epoch), float(self.base_lrs[0])
         # The ratio first, so that the first group gets the scheduled LR bit for bit (x 1.0).
         return [lr * (float(base) / first) for base in self.base_lrs]

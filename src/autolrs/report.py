@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
+
+from .records import Candidate, Event, StageRecord
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["stage_table", "write_json", "plot_run", "candidate_steps"]
 
@@ -34,12 +39,12 @@ EVENT_LABELS = {
 }
 
 
-def _event_label(event: dict) -> str:
+def _event_label(event: Event) -> str:
     """A short label for a stage event (the full message is in the history and the warning)."""
     return EVENT_LABELS.get(event["kind"], event["message"].split(":")[0])
 
 
-def stage_table(history: Sequence[dict]) -> str:
+def stage_table(history: Sequence[StageRecord]) -> str:
     """A fixed-width table: one row per stage (tau, candidates tried, chosen LR, forecast vs loss reached)."""
     header = ("stage", "start", "tau", "tau'", "tried", "div.", "objective", "chosen lr", "forecast", "reached",
               "note")
@@ -59,7 +64,7 @@ def stage_table(history: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value):
+def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -69,7 +74,7 @@ def _json_safe(value):
     return value
 
 
-def write_json(path: str | Path, **record) -> Path:
+def write_json(path: str | Path, **record: Any) -> Path:
     """Write ``record`` as strict JSON (non-finite floats become null); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +82,7 @@ def write_json(path: str | Path, **record) -> Path:
     return path
 
 
-def candidate_steps(record: dict) -> Iterable[tuple[int, dict]]:
+def candidate_steps(record: StageRecord) -> Iterable[tuple[int, Candidate]]:
     """``(first step, candidate)`` for each candidate of a stage record, in the order they ran."""
     step = record["start_step"]
     discarded = list(record.get("discarded", []))
@@ -91,7 +96,7 @@ def candidate_steps(record: dict) -> Iterable[tuple[int, dict]]:
         step += c["steps"]
 
 
-def plot_run(path: str | Path, history: Sequence[dict], trace: Sequence[Sequence] | None = None,
+def plot_run(path: str | Path, history: Sequence[StageRecord], trace: Sequence[Sequence[Any]] | None = None,
              title: str = "autolrs") -> Path:
     """Plot LR and loss against the optimizer step (search included) and save a PNG.
 
@@ -116,8 +121,8 @@ def plot_run(path: str | Path, history: Sequence[dict], trace: Sequence[Sequence
             ax_lr.plot([step, step + c["steps"]], [c["lr"], c["lr"]], color="tab:red" if c["diverged"]
                        else "tab:orange", alpha=0.5, lw=1.5, label=None if label in labelled else label)
             labelled.add(label)
-        for d in r.get("discarded", []):
-            ax_lr.plot([d["start_step"], d["start_step"] + d["steps"]], [d["lr"], d["lr"]], color="tab:gray",
+        for d in r.get("discarded", []):  # a rolled-back kept phase had started: its start_step is set
+            ax_lr.plot([d["start_step"], cast(int, d["start_step"]) + d["steps"]], [d["lr"], d["lr"]], color="tab:gray",
                        lw=2.5, alpha=0.7, label="kept stage, rolled back" if not any_discarded else None)
             any_discarded = True
         if r["lr"] is not None and r["keep_start_step"] is not None:
@@ -165,7 +170,7 @@ def plot_run(path: str | Path, history: Sequence[dict], trace: Sequence[Sequence
     return save_figure(fig, path)
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     """Lay out ``fig``, write it as a PNG at ``path`` (creating its folder) and close it."""
     import matplotlib.pyplot as plt
 

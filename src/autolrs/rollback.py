@@ -10,17 +10,19 @@ one band step down; the run's bound falls only after a real divergence above ``m
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import numpy as np
 
 from . import stages
+from .controller_state import ControllerState
 from .decision import LR_RTOL, MAX_ROLLBACKS, Decision
-from .records import EventKind, event
+from .records import EventKind, StageRecord, event
 
 __all__ = ["RollBack"]
 
 
-class RollBack:
+class RollBack(ControllerState):
     """The roll-back rules of :class:`~autolrs.controller.StageController`."""
 
     def _retry(self, kind: EventKind, why: str, failed_lr: float, *, failure: str | None,
@@ -40,7 +42,7 @@ class RollBack:
         the lowest LR tried (below the new bound, at least ``min_lr``) for the rest of the stage, and from then
         on only a NaN/inf loss rolls it back again.
         """
-        cfg, r = self.config, self._record
+        cfg, r = self.config, cast(StageRecord, self._record)  # a failure happens during a stage
         exhausted = failed_lr <= cfg.min_lr * (1 + LR_RTOL)
         self._rollbacks += 1
         self._hi = max(cfg.min_lr, min(self._hi, failed_lr / 2.0))
@@ -59,7 +61,7 @@ class RollBack:
             else:
                 action = f"past the limit of {MAX_ROLLBACKS} roll-backs (NaN/inf only): keeping lr {lr:.3g}"
             self._event(kind, f"autolrs stage {self._stage}: {why}; {action}")
-            r.update(lr=lr, forecast=None, trial_loss=None)
+            r.update({"lr": lr, "forecast": None, "trial_loss": None})
             return self._start_keep(lr, restore=True)
         self._event(kind, f"autolrs stage {self._stage}: {why}; going on with max_lr={self._hi:.3g}")
         if not exhausted:
@@ -69,11 +71,11 @@ class RollBack:
             plan = self._plan_retry() if persist else None
             if plan is not None and self._hi > cfg.min_lr * (1 + LR_RTOL):
                 self._attempt += 1
-                r.update(tau=plan[0], explore_steps=plan[1])
+                r.update({"tau": plan[0], "explore_steps": plan[1]})
                 return self._start_search(restore=True, snapshot=False)
         lr = cfg.min_lr if exhausted else max(cfg.min_lr, min(self._hi, failed_lr / (cfg.trust_region or 3.0)))
         self._event("no_search", f"no search: keeping lr={lr:.3g}", warn=False)
-        r.update(lr=lr, forecast=None, trial_loss=None)
+        r.update({"lr": lr, "forecast": None, "trial_loss": None})
         return self._start_keep(lr, restore=True)
 
     def _lower_run_bound(self, bound: float) -> None:
@@ -137,9 +139,10 @@ class RollBack:
     def _event(self, kind: EventKind, message: str, *, warn: bool = True) -> None:
         """Record an event in the stage's record (and warn), once per stage: a stage that fails the same way
         again (NaN at min_lr past the roll-back limit) adds nothing new."""
-        if any(e["message"] == message for e in self._record["events"]):
+        events = cast(StageRecord, self._record)["events"]  # events belong to the stage in progress
+        if any(e["message"] == message for e in events):
             return
-        self._record["events"].append(event(kind, message))
+        events.append(event(kind, message))
         if warn:
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
@@ -147,11 +150,12 @@ class RollBack:
         """``(tau, tau')`` of a new search of the current stage from S0, or None if none fits."""
         cfg = self.config
         remaining, k = self._remaining(), self._candidates() + 1  # +1: the retry may open with a grid
-        n = self._record["explore_steps"]
+        r = cast(StageRecord, self._record)  # a retry plans the stage in progress
+        n = r["explore_steps"]
         if remaining is None:
-            return self._record["tau"], n
+            return r["tau"], n
         if remaining < stages.smallest_stage(k, cfg.min_explore_steps):
             return None
         n = max(cfg.min_explore_steps, min(n, remaining // (2 * k)))
-        return max(n, min(self._record["tau"], remaining - k * n)), n
+        return max(n, min(r["tau"], remaining - k * n)), n
 

@@ -8,7 +8,7 @@ whenever a forecast overshot).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def failure_kind(losses: Sequence[float | None], threshold: float | None, refere
         return "nonfinite"
     if threshold is None:
         return "noise"  # unreachable for a series that diverged(): without a threshold only NaN/inf fails
-    above = [x > threshold for x in losses[-5:]]
+    above = [x > threshold for x in cast("Sequence[float]", losses)[-5:]]  # no None: returned above
     stayed_up = True in above and all(above[above.index(True):])
     spikes = sum(1 for x in reference if x > threshold)
     if stayed_up and spikes < SPIKE_RATE * max(len(reference), 1):

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
@@ -70,7 +72,7 @@ class BayesianSearch:
         self.seed = int(seed)
         self.first_lr = first_lr
         self.initial = [float(lr) for lr in initial if self.min_lr <= lr <= self.max_lr]
-        self.grid = np.linspace(0.0, 1.0, grid_size)
+        self.grid: npt.NDArray[np.float64] = np.linspace(0.0, 1.0, grid_size)
         self.min_distance = float(min_distance)
         self._x: list[float] = []
         self._y: list[float] = []
@@ -136,7 +138,7 @@ class BayesianSearch:
     def observations(self) -> list[tuple[float, float]]:
         return [(self.to_lr(x), y) for x, y in zip(self._x, self._y)]
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything that defines this search, its observations and the GP's current hyperparameters
         (log-space ``theta``), as plain data: :meth:`from_state_dict` rebuilds the same search."""
         theta = None if self._kernel is None else [float(v) for v in self._kernel.theta]
@@ -145,7 +147,7 @@ class BayesianSearch:
                 "x": list(self._x), "y": list(self._y), "theta": theta}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "BayesianSearch":
+    def from_state_dict(cls, state: dict[str, Any]) -> "BayesianSearch":
         search = cls(state["min_lr"], state["max_lr"], kappa=state["kappa"], seed=state["seed"],
                      first_lr=state["first_lr"], initial=state.get("initial", ()), grid_size=state["grid_size"], min_distance=state["min_distance"])
         search._x, search._y = [float(v) for v in state["x"]], [float(v) for v in state["y"]]
@@ -154,7 +156,7 @@ class BayesianSearch:
         return search
 
     # -- surrogate ---------------------------------------------------------------------------------
-    def _free_grid(self) -> np.ndarray:
+    def _free_grid(self) -> npt.NDArray[np.float64]:
         """Grid points at least ``min_distance`` from every evaluated point.
 
         Forecasts are noisy: two LRs a few percent apart cannot be told apart, so proposing one next to an
@@ -162,13 +164,13 @@ class BayesianSearch:
         """
         gap = np.min(np.abs(self.grid[:, None] - np.asarray(self._x)[None, :]), axis=1)
         for distance in (self.min_distance, 0.5 / (self.grid.size - 1) + 1e-12):
-            free = self.grid[gap > distance]
+            free: npt.NDArray[np.float64] = self.grid[gap > distance]
             if free.size:
                 return free
         return self.grid
 
     @staticmethod
-    def _default_kernel():
+    def _default_kernel() -> Any:  # a scikit-learn kernel (scikit-learn has no type hints)
         return ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=0.2, length_scale_bounds=(1e-2, 1e1), nu=2.5) \
             + WhiteKernel(1e-2, (1e-6, 1e0))
 
@@ -193,7 +195,8 @@ class BayesianSearch:
         self._gp, self._fitted = gp, len(self._x)
         self._kernel = gp.kernel_
 
-    def posterior(self, x, *, return_cov: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def posterior(self, x: npt.ArrayLike, *,
+                  return_cov: bool = False) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Posterior mean and standard deviation (with ``return_cov``: covariance matrix) of the objective at
         unit coordinates ``x``, from the last :meth:`fit`. A query: it changes nothing."""
         if self._gp is None or self._fitted != len(self._x):

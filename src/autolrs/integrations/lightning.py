@@ -18,7 +18,7 @@ state for all ranks, where each rank's autolrs state holds its own shards).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, cast
 
 try:
     import lightning.pytorch as pl
@@ -54,7 +54,8 @@ class AutoLRSCallback(pl.Callback):
     """
 
     def __init__(self, min_lr: float | None = None, max_lr: float | None = None, total_steps: int | None = None,
-                 *, config: AutoLRSConfig | None = None, val_fn=None, snapshot_device="cpu", prog_bar: bool = True,
+                 *, config: AutoLRSConfig | None = None, val_fn: Callable[[], float] | None = None,
+                 snapshot_device: str | torch.device = "cpu", prog_bar: bool = True,
                  **options: Any) -> None:
         given = {k: v for k, v in dict(min_lr=min_lr, max_lr=max_lr, total_steps=total_steps).items() if v is not None}
         if config is not None and (given or options):
@@ -65,7 +66,7 @@ class AutoLRSCallback(pl.Callback):
         self.sched: AutoLRS | None = None
         self._losses: list[float] = []  # losses of the micro-batches since the last optimizer step
         self._step_at_start = 0
-        self._loaded: dict | None = None
+        self._loaded: dict[str, Any] | None = None
 
     # -- setup ---------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -113,19 +114,20 @@ class AutoLRSCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A checkpoint's state is loaded here: after Lightning restored the optimizers (which follows on_fit_start).
         if self._loaded is not None:
-            self.sched.load_state_dict(self._loaded["autolrs"])
+            cast(AutoLRS, self.sched).load_state_dict(self._loaded["autolrs"])  # on_fit_start built it
             self._losses = [float(x) for x in self._loaded["losses"]]
             self._loaded = None
-        if self.sched.done:
+        if cast(AutoLRS, self.sched).done:
             trainer.should_stop = True
 
     # -- every batch ---------------------------------------------------------------------------------
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         self._step_at_start = trainer.global_step
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        sched = self.sched
+        sched = cast(AutoLRS, self.sched)  # on_fit_start built it
         if sched.done:
             return  # the budget is spent (a fit held on by min_epochs/min_steps trains on at the last LR)
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
@@ -151,10 +153,10 @@ class AutoLRSCallback(pl.Callback):
             self.sched.finalize()  # a fit that ended before the budget: keep a trained state (it warns which)
 
     # -- checkpoints ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         if self.sched is None:
             return {}
         return {"autolrs": self.sched.state_dict(), "losses": list(self._losses)}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = state_dict  # applied in on_train_start, once the optimizers are built and restored

@@ -15,6 +15,8 @@ autolrs's state in the checkpoint's ``scheduler.pt``. ``sched.step(loss)`` runs 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 try:
     import transformers
     from transformers import TrainerCallback
@@ -26,7 +28,11 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 import torch
 
+from ..config import AutoLRSConfig
 from ..torch.driver import AutoLRS
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 __all__ = ["AutoLRSCallback"]
 
@@ -48,12 +54,12 @@ class AutoLRSCallback(TrainerCallback):
     ``max_steps`` but not in ``total_steps``: give ``max_steps`` a margin above ``total_steps``.
     """
 
-    def __init__(self, config=None, **kwargs) -> None:
+    def __init__(self, config: AutoLRSConfig | None = None, **kwargs: Any) -> None:
         self.config = config
         self.kwargs = kwargs
         self.sched: AutoLRS | None = None
-        self.trainer = None
-        self._loss = None  # the sum of training_step's losses since the last optimizer step
+        self.trainer: transformers.Trainer | None = None
+        self._loss: torch.Tensor | None = None  # the sum of training_step's losses since the last optimizer step
 
     def attach(self, trainer: transformers.Trainer) -> AutoLRSCallback:
         """Hand ``trainer``'s LR to autolrs (adds this callback to it if needed); returns this callback."""
@@ -69,26 +75,29 @@ class AutoLRSCallback(TrainerCallback):
             trainer.add_callback(self)
         training_step = trainer.training_step
 
-        def step_and_record(*args, **kwargs):
+        def step_and_record(*args: Any, **kwargs: Any) -> torch.Tensor:
             loss = training_step(*args, **kwargs)
             self._loss = loss.detach() if self._loss is None else self._loss + loss.detach()
             return loss
 
-        def create_autolrs(num_training_steps: int, optimizer=None):
+        def create_autolrs(num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+                           ) -> torch.optim.lr_scheduler.LRScheduler:
             if trainer.lr_scheduler is not None and not isinstance(trainer.lr_scheduler, _KeepLR):
                 raise ValueError(
                     "The Trainer was given an LR scheduler (optimizers=(optimizer, scheduler)), but autolrs sets the "
                     "LR: pass optimizers=(optimizer, None) when using AutoLRSCallback."
                 )
-            self._build(optimizer or trainer.optimizer, num_training_steps)
+            # The Trainer creates its optimizer before its scheduler.
+            self._build(cast(torch.optim.Optimizer, optimizer or trainer.optimizer), num_training_steps)
             trainer._created_lr_scheduler = True  # so that the next train() builds a new one
-            return trainer.lr_scheduler
+            return cast(torch.optim.lr_scheduler.LRScheduler, trainer.lr_scheduler)  # _build set it
 
-        trainer.training_step = step_and_record
-        trainer.create_scheduler = create_autolrs
+        # Wrapping this Trainer's own methods (on the instance) is the point: mypy forbids assigning to a method.
+        trainer.training_step = step_and_record  # type: ignore[method-assign]
+        trainer.create_scheduler = create_autolrs  # type: ignore[method-assign]
         return self
 
-    def _build(self, optimizer, max_steps: int) -> None:
+    def _build(self, optimizer: torch.optim.Optimizer, max_steps: int) -> None:
         kwargs = dict(self.kwargs)
         if self.config is None:
             kwargs.setdefault("total_steps", max_steps)
@@ -96,31 +105,38 @@ class AutoLRSCallback(TrainerCallback):
         if budget is not None and budget > max_steps:
             raise ValueError(f"total_steps={budget} exceeds the Trainer's max_steps={max_steps}: the Trainer would "
                              "stop first. Raise max_steps (or num_train_epochs), or lower total_steps.")
-        scaler = getattr(self.trainer.accelerator, "scaler", None)
+        trainer = cast(transformers.Trainer, self.trainer)  # built from create_scheduler, after attach()
+        scaler = getattr(trainer.accelerator, "scaler", None)
         if isinstance(scaler, torch.amp.GradScaler):
             kwargs["scaler"] = scaler
         # accelerate wraps the torch optimizer; autolrs hooks and snapshots the torch one.
         inner = getattr(optimizer, "optimizer", optimizer)
         self._loss = None
         # The scheduler first: it adds "initial_lr" to the param groups, which the snapshot must hold from the start.
-        self.trainer.lr_scheduler = keep = _KeepLR(optimizer)
-        self.sched = keep.autolrs = AutoLRS(self.trainer.model, inner, self.config, **kwargs)
+        # transformers annotates lr_scheduler as a LambdaLR; the Trainer takes any LRScheduler.
+        trainer.lr_scheduler = keep = _KeepLR(optimizer)  # type: ignore[assignment]
+        model = cast(torch.nn.Module, trainer.model)  # a Trainer is built with its model
+        self.sched = keep.autolrs = AutoLRS(model, inner, self.config, **kwargs)
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         if self.trainer is None or self.sched is None:
             raise RuntimeError("AutoLRSCallback needs its Trainer: call AutoLRSCallback(...).attach(trainer) "
                                "before trainer.train() (putting it in callbacks=[...] is not enough).")
 
-    def on_optimizer_step(self, args, state, control, **kwargs):
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                          **kwargs: Any) -> TrainerControl:
         loss, self._loss = self._loss, None
         if loss is None:
             raise RuntimeError("The optimizer stepped without a training_step: AutoLRSCallback has no loss for it.")
-        self.sched.step(loss)  # a step that the GradScaler skipped is not counted
-        if self.sched.done:
+        sched = cast(AutoLRS, self.sched)  # on_train_begin checked that it is built
+        sched.step(loss)  # a step that the GradScaler skipped is not counted
+        if sched.done:
             control.should_training_stop = True
         return control
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         if self.sched is not None and not self.sched.done:
             self.sched.finalize()
 
@@ -131,13 +147,13 @@ class _KeepLR(torch.optim.lr_scheduler.LRScheduler):
 
     autolrs: AutoLRS
 
-    def get_lr(self) -> list:
+    def get_lr(self) -> list[float | torch.Tensor]:
         return [group["lr"] for group in self.optimizer.param_groups]
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"autolrs": self.autolrs.state_dict()}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not isinstance(state_dict, dict) or set(state_dict) != {"autolrs"}:
             raise ValueError("This checkpoint's scheduler.pt was not saved under AutoLRSCallback: resume an autolrs "
                              "run from its own checkpoints (to start autolrs from a model, load the weights instead).")

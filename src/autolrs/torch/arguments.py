@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from typing import Any, Callable
 
 import torch
 
@@ -16,7 +17,7 @@ from .callbacks import Callbacks
 __all__ = ["as_float", "check_keywords", "make_config", "optimizers_of"]
 
 
-def as_float(value, what: str) -> float:
+def as_float(value: object, what: str) -> float:
     """A Python float from a real scalar: float, int, numpy scalar or a one-element real tensor."""
     if torch.is_tensor(value):
         if value.numel() != 1:
@@ -33,7 +34,7 @@ def as_float(value, what: str) -> float:
     return float(value)
 
 
-def make_config(config: AutoLRSConfig | None, options: dict, *, use_validation: bool) -> AutoLRSConfig:
+def make_config(config: AutoLRSConfig | None, options: dict[str, Any], *, use_validation: bool) -> AutoLRSConfig:
     """The run's configuration: ``config`` itself, or one built from keyword ``options``."""
     if config is not None:
         if not isinstance(config, AutoLRSConfig):
@@ -56,7 +57,7 @@ def make_config(config: AutoLRSConfig | None, options: dict, *, use_validation: 
     return AutoLRSConfig(**options, use_validation=use_validation)
 
 
-def optimizers_of(optimizer) -> list[torch.optim.Optimizer]:
+def optimizers_of(optimizer: Any) -> list[torch.optim.Optimizer]:  # checked here, whatever it is
     """The run's optimizers: one ``torch.optim.Optimizer`` or a non-empty list or tuple of them."""
     many = isinstance(optimizer, (list, tuple))
     optimizers = list(optimizer) if many else [optimizer]
@@ -74,7 +75,8 @@ def optimizers_of(optimizer) -> list[torch.optim.Optimizer]:
     return optimizers
 
 
-def check_keywords(val_fn, scaler, callbacks, snapshot_device) -> Callbacks:
+def check_keywords(val_fn: Callable[[], float] | None, scaler: object, callbacks: object,
+                   snapshot_device: str | torch.device) -> Callbacks:
     """Check AutoLRS's ``val_fn``, ``scaler``, ``callbacks`` and ``snapshot_device``; returns the run's callbacks."""
     if val_fn is not None and not callable(val_fn):
         raise TypeError(f"val_fn must be a callable returning the validation loss, but got {val_fn!r}.")

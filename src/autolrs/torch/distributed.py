@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import zlib
+from typing import Any, Callable, cast
 
 import torch
 import torch.distributed as dist
@@ -85,7 +86,7 @@ class Communicator:
     Use :meth:`current` to get one when the script runs under an initialised process group.
     """
 
-    def __init__(self, group=None) -> None:
+    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
         self.group = group
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
@@ -104,7 +105,7 @@ class Communicator:
         return cls()
 
     # -- collectives -------------------------------------------------------------------------------
-    def _collective(self, what: str, step: int, call) -> None:
+    def _collective(self, what: str, step: int, call: Callable[[], object]) -> None:
         try:
             call()
         except RuntimeError as error:
@@ -117,7 +118,7 @@ class Communicator:
     def _tensor(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64, device=self.device)
 
-    def check_same_run(self, config: dict, lr_ratios: list[float]) -> None:
+    def check_same_run(self, config: dict[str, Any], lr_ratios: list[float]) -> None:
         """Raise on every rank if the ranks built AutoLRS with different options (one collective)."""
         text = json.dumps({"config": config, "lr_ratios": lr_ratios}, sort_keys=True, default=str)
         fingerprint = float(zlib.crc32(text.encode()))  # < 2**32: exact in float64
@@ -142,7 +143,7 @@ class Communicator:
         """
         validated = val_loss is not None
         agreed = (step % _COUNTER, fingerprint // _COUNTER, fingerprint % _COUNTER)  # fingerprint < 2**32
-        values = [loss, val_loss if validated else 0.0, float(validated)]
+        values = [loss, cast(float, val_loss) if validated else 0.0, float(validated)]  # validated: not None
         for k in agreed:
             values += [float(k), float(k) ** 2]
         buffer = self._tensor(values)

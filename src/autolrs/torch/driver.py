@@ -24,12 +24,13 @@ step, so the controller knows nothing of them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 
 from ..config import AutoLRSConfig
 from ..controller import Decision, StageController
+from ..records import StageRecord
 from ..replay import schedule_from_history
 from .arguments import as_float, check_keywords, make_config, optimizers_of
 from .distributed import Communicator, check_parallelism
@@ -98,17 +99,17 @@ class AutoLRS:
         config: AutoLRSConfig | None = None,
         *,
         val_fn: Callable[[], float] | None = None,
-        scaler=None,
+        scaler: torch.amp.GradScaler | None = None,
         snapshot_device: str | torch.device = "cpu",
-        callbacks: Sequence = (),
-        **options,
+        callbacks: Sequence[object] = (),
+        **options: Any,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, but got {type(model).__name__}.")
         optimizers = optimizers_of(optimizer)
         check_parallelism(model)
         check_snapshotable(model, optimizers)
-        callbacks = check_keywords(val_fn, scaler, callbacks, snapshot_device)
+        checked_callbacks = check_keywords(val_fn, scaler, callbacks, snapshot_device)
         self.config = make_config(config, options, use_validation=val_fn is not None)
         self.model = model
         self.optimizers = optimizers
@@ -123,13 +124,13 @@ class AutoLRS:
         self._finalized = False
         self._last_lr: list[float] = []
         self._steps = OptimizerSteps(optimizers, scaler)  # which step() calls report an optimizer step
-        self._callbacks = callbacks
+        self._callbacks = checked_callbacks
         if self._comm is not None:
             self._comm.check_same_run(self.config.to_dict(), self._lr_ratios)
         self._apply(self.controller.begin())
 
     # -- the loop ----------------------------------------------------------------------------------
-    def step(self, loss) -> None:
+    def step(self, loss: float | torch.Tensor) -> None:
         """Report the loss of the optimizer step just taken (a float or a one-element tensor).
 
         Call it once per ``optimizer.step()``. A call with no optimizer step since the previous one (a
@@ -149,7 +150,9 @@ class AutoLRS:
         value, scale = counted
         # Nothing is consumed until the controller has taken the step: a val_fn (or anything below) that
         # raises leaves the step to be reported again.
-        val = validation_loss(self.model, self.val_fn) if self.controller.expects_validation else None
+        # Validation is expected only when val_fn was given (the config's use_validation).
+        val = (validation_loss(self.model, cast("Callable[[], float]", self.val_fn))
+               if self.controller.expects_validation else None)
         if self._comm is not None:
             value, val = self._comm.average(self.controller.steps_taken, value, val, self.controller.fingerprint())
         elif Communicator.current() is not None:
@@ -191,7 +194,7 @@ class AutoLRS:
             self._callbacks.notify(self, None, mark)
 
     # -- callbacks ---------------------------------------------------------------------------------
-    def add_callback(self, callback) -> None:
+    def add_callback(self, callback: object) -> None:
         """Tell ``callback`` of every decision from now on (see ``callbacks`` in the class docstring)."""
         self._callbacks.add(callback)
 
@@ -230,11 +233,11 @@ class AutoLRS:
         return self.controller.phase
 
     @property
-    def history(self) -> list[dict]:
+    def history(self) -> list[StageRecord]:
         """One JSON-serialisable record per stage (see README, "The history")."""
         return self.controller.history
 
-    def found_schedule(self) -> dict:
+    def found_schedule(self) -> dict[str, Any]:
         """The schedule this run found, as plain data (JSON): the LR of every kept step, in order.
 
         Warmup, the kept phase of every stage and the decay, without the search steps and rolled-back
@@ -253,7 +256,7 @@ class AutoLRS:
         return schedule_from_history(self.controller.history, self.config, kept_steps=self.controller.kept_steps,
                                      steps_taken=self.controller.steps_taken)
 
-    def kept_state_dict(self) -> dict:
+    def kept_state_dict(self) -> dict[str, torch.Tensor]:
         """The model's ``state_dict()`` on the kept trajectory, whatever the phase.
 
         During a search the live model is a candidate's exploration branch; this returns the stage
@@ -268,7 +271,7 @@ class AutoLRS:
         return {name: saved.get(normalise_name(name), value) for name, value in live.items()}
 
     # -- state -------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Resumable state as plain data: loads with ``torch.load(..., weights_only=True)``.
 
         Includes a copy of the stage snapshot (its own tensors: keeping the dict in memory as a roll-back
@@ -291,7 +294,7 @@ class AutoLRS:
             "skipped_steps": self._steps.skipped,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; load the model's and the optimizers' state dicts too.
 
         Everything is checked before anything changes: a state from another configuration, version, model

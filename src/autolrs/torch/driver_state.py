@@ -9,6 +9,7 @@ from another configuration, version, model or optimizer raises and leaves the sc
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ..controller import StageController
 from .snapshot import Snapshot
@@ -18,7 +19,7 @@ __all__ = ["DRIVER_STATE_VERSION", "check_state"]
 DRIVER_STATE_VERSION = 2  # 2: several optimizers, extra params and a GradScaler in the snapshot
 
 
-def check_state(state, groups: int, controller: StageController, snapshot: Snapshot) -> None:
+def check_state(state: Any, groups: int, controller: StageController, snapshot: Snapshot) -> None:
     """Raise unless ``state`` is an AutoLRS state for ``groups`` param groups, this controller and this snapshot."""
     keys = {"version", "controller", "snapshot", "lr_ratios", "finalized", "pending", "skipped_steps"}
     if not isinstance(state, dict) or "controller" not in state:

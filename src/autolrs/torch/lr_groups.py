@@ -8,7 +8,7 @@ LR changed, behind its back raises instead of silently desynchronising the sched
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -17,7 +17,7 @@ from .arguments import as_float
 __all__ = ["check_untouched", "group_layout", "group_ratios", "param_groups", "set_lr"]
 
 
-def param_groups(optimizers: Sequence[torch.optim.Optimizer]) -> list[dict]:
+def param_groups(optimizers: Sequence[torch.optim.Optimizer]) -> list[dict[str, Any]]:
     """Every param group of every optimizer, in order."""
     return [group for opt in optimizers for group in opt.param_groups]
 

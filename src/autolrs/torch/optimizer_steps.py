@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -25,7 +25,7 @@ class OptimizerSteps:
     the step is then reported again.
     """
 
-    def __init__(self, optimizers: Sequence[torch.optim.Optimizer], scaler=None) -> None:
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer], scaler: torch.amp.GradScaler | None = None) -> None:
         self.scaler = scaler
         # Optimizer steps counted by the hooks, and the counts at the last step() that took one.
         self.counts = [0] * len(optimizers)
@@ -110,7 +110,7 @@ class _StepCounter:
         self.steps = weakref.ref(steps)
         self.index = index
 
-    def __call__(self, optimizer, args, kwargs) -> None:
+    def __call__(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         steps = self.steps()
         if steps is not None:
             steps.counts[self.index] += 1

@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = ["Layout", "dtensor_class", "is_dtensor", "local_tensor", "rank_and_world"]
 
 
-def dtensor_class() -> type | None:
+def dtensor_class() -> type[DTensor] | None:
     """``torch.distributed.tensor.DTensor`` if it is imported (a model cannot hold one otherwise), else None."""
     for name in ("torch.distributed.tensor", "torch.distributed._tensor"):
         kind = getattr(sys.modules.get(name), "DTensor", None)
         if isinstance(kind, type):
-            return kind
+            return cast("type[DTensor]", kind)  # the DTensor class of that torch module
     return None
 
 
-def is_dtensor(t: Any) -> bool:
+def is_dtensor(t: Any) -> TypeGuard[DTensor]:
     kind = dtensor_class()
     return kind is not None and isinstance(t, kind)
 
@@ -44,17 +47,18 @@ class Layout:
     """How a DTensor is spread over the ranks: what turns a saved local shard back into a DTensor."""
 
     mesh: Any
-    placements: tuple
-    shape: tuple
-    stride: tuple
+    placements: tuple[Any, ...]
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
 
     @classmethod
-    def of(cls, t: torch.Tensor) -> Layout:
+    def of(cls, t: DTensor) -> Layout:
         return cls(t.device_mesh, tuple(t.placements), tuple(t.shape), tuple(t.stride()))
 
     def wrap(self, local: torch.Tensor) -> torch.Tensor:
-        return dtensor_class().from_local(local, self.mesh, self.placements, run_check=False,
-                                          shape=torch.Size(self.shape), stride=self.stride)
+        dtensor = cast("type[DTensor]", dtensor_class())  # a Layout exists only where DTensor is imported
+        return dtensor.from_local(local, self.mesh, self.placements, run_check=False,
+                                  shape=torch.Size(self.shape), stride=self.stride)
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -31,9 +31,12 @@ anything changes.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 from .shards import Layout, dtensor_class, is_dtensor, local_tensor, rank_and_world
 from .snapshot_check import check_state_dict
@@ -64,7 +67,9 @@ class Snapshot:
     Under FSDP2 (``DTensor`` parameters) every tensor is this rank's local shard, :attr:`nbytes` included.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer, device: str | torch.device = "cpu", *, scaler=None):
+    def __init__(self, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | tuple[torch.optim.Optimizer, ...],
+                 device: str | torch.device = "cpu", *, scaler: torch.amp.GradScaler | None = None) -> None:
         self.model = model
         self.optimizers: list[torch.optim.Optimizer] = (
             list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer])
@@ -75,7 +80,7 @@ class Snapshot:
         self._optim_devices: list[dict[int, dict[str, str]]] = []
         self._optim_layouts: list[dict[int, dict[str, Layout]]] = []  # optimizer state that is a DTensor
         self._groups: list[list[dict[str, Any]]] = []
-        self._scaler: dict | None = None
+        self._scaler: dict[str, Any] | None = None
         self.taken = False
 
     # -- take / restore ----------------------------------------------------------------------------
@@ -166,8 +171,8 @@ class Snapshot:
             for group, saved in zip(optimizer.param_groups, self._groups[k]):
                 for key, value in saved.items():
                     group[key] = copy.deepcopy(value)
-        if self._scaler is not None:
-            self.scaler.load_state_dict(self._scaler)
+        if self._scaler is not None:  # saved only from an enabled scaler
+            cast("torch.amp.GradScaler", self.scaler).load_state_dict(self._scaler)
 
     @property
     def nbytes(self) -> int:
@@ -188,7 +193,7 @@ class Snapshot:
                 for name, t in self._tensors.items() if not name.startswith("optimizer.")}
 
     # -- state -------------------------------------------------------------------------------------
-    def state_dict(self) -> dict | None:
+    def state_dict(self) -> dict[str, Any] | None:
         """Plain data, loadable with ``torch.load(weights_only=True)``; its tensors are copies.
 
         Copies, unlike ``nn.Module.state_dict()``'s views: the snapshot's storage is reused by every later
@@ -228,7 +233,7 @@ class Snapshot:
             }
         return state
 
-    def check_state_dict(self, state: dict | None) -> None:
+    def check_state_dict(self, state: dict[str, Any] | None) -> None:
         """Raise ``ValueError``/``TypeError`` if ``state`` does not fit these objects; changes nothing.
 
         Checks every key, type, shape and dtype, the optimizers' kinds and layout, and that no parameter or
@@ -236,7 +241,7 @@ class Snapshot:
         """
         check_state_dict(state, self.model, self.optimizers, self.scaler)
 
-    def load_state_dict(self, state: dict | None) -> None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
         self.check_state_dict(state)
         if state is None:
             self.taken = False
@@ -266,7 +271,8 @@ class Snapshot:
         # Sharded optimizer state is laid out as its parameter (torch's optimizers build it with zeros_like(p)).
         sharded = state.get("sharding", {}).get("optimizer_state") or [{} for _ in self.optimizers]
         self._optim_layouts = [
-            {int(i): {key: Layout.of(optimizer_params(self.optimizers[k])[int(i)]) for key in keys}
+            # an entry here is a parameter that is a DTensor (it was sharded when saved)
+            {int(i): {key: Layout.of(cast("DTensor", optimizer_params(self.optimizers[k])[int(i)])) for key in keys}
              for i, keys in entries.items()}
             for k, entries in enumerate(sharded)
         ]

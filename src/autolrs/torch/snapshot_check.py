@@ -10,7 +10,7 @@ optimizer state may hold NaN (autolrs never snapshots a diverged model). Each mi
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 
@@ -51,8 +51,8 @@ def _negative(value: Any) -> bool:
     return False
 
 
-def check_state_dict(state: dict | None, model: torch.nn.Module, optimizers: Sequence[torch.optim.Optimizer],
-                     scaler=None) -> None:
+def check_state_dict(state: dict[str, Any] | None, model: torch.nn.Module, optimizers: Sequence[torch.optim.Optimizer],
+                     scaler: torch.amp.GradScaler | None = None) -> None:
     """Raise ``ValueError``/``TypeError`` if ``state`` does not fit these objects; changes nothing.
 
     Checks every key, type, shape and dtype, the optimizers' kinds and layout, and that no parameter or
@@ -60,7 +60,7 @@ def check_state_dict(state: dict | None, model: torch.nn.Module, optimizers: Seq
     """
     if state is None:
         return
-    keys = {"model", "optimizers", "scaler"}
+    keys: set[str] | list[str] | str = {"model", "optimizers", "scaler"}
     if not isinstance(state, dict) or set(state) - {"sharding"} != keys:
         keys = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"The saved snapshot is not a Snapshot.state_dict() (got {keys}).")
@@ -204,7 +204,7 @@ def _check_optimizer(k: int, saved: Any, optimizers: Sequence[torch.optim.Optimi
                 )
 
 
-def _check_scaler(saved: Any, scaler) -> None:
+def _check_scaler(saved: Any, scaler: torch.amp.GradScaler | None) -> None:
     live = scaler_state(scaler)
     if (saved is None) != (live is None):
         raise ValueError(
@@ -214,6 +214,7 @@ def _check_scaler(saved: Any, scaler) -> None:
         )
     if saved is None:
         return
-    if not isinstance(saved, dict) or set(saved) != set(live) or not all(
+    # live is None exactly when saved is (checked above)
+    if not isinstance(saved, dict) or set(saved) != set(cast("dict[str, Any]", live)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in saved.values()):
         raise ValueError(f"The saved snapshot's GradScaler state is not a GradScaler.state_dict(): {saved!r}.")

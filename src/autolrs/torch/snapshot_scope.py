@@ -12,7 +12,7 @@ A sharded tensor (FSDP2's DTensor) is covered by this rank's local shard (:mod:`
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -66,6 +66,7 @@ def named_tensors(model: torch.nn.Module, optimizers: Sequence[torch.optim.Optim
     """As :func:`local_tensors`, the DTensors as they are (not their local shards)."""
     named: dict[str, torch.Tensor] = {}
     params: set[str] = set()
+    p: torch.Tensor  # a model parameter, then an optimizer's
     for name, p in model.named_parameters():
         named[normalise_name(name)] = p
         params.add(normalise_name(name))
@@ -96,7 +97,7 @@ def sharded_layouts(model: torch.nn.Module, optimizers: Sequence[torch.optim.Opt
     return {name: Layout.of(t) for name, t in named_tensors(model, optimizers)[0].items() if is_dtensor(t)}
 
 
-def scaler_state(scaler) -> dict | None:
+def scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
     """What a snapshot keeps of a GradScaler: its ``state_dict()`` if it is enabled, else None."""
     if scaler is None or not scaler.is_enabled():
         return None
