@@ -6,7 +6,6 @@ is bounded: a rank still running at its deadline is killed and its exit code rea
 """
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
+from ranks import launch_ranks  # noqa: E402
 
 # Checkpoints taken mid-candidate (training-loss stage), mid-candidate in validation mode, mid-keep.
 STOPS = (10, 95, 140)
@@ -31,29 +31,9 @@ LOSS_RTOL = 1e-12
 
 def launch(tmp_path: Path, mode: str, *args, pg_timeout_s: float = 60.0, deadline_s: float = 60.0,
            wait_for=(0, 1)) -> list:
-    """Run ``mode`` on 2 ranks; returns their exit codes (None: still running, then killed).
-
-    Waits until the ranks in ``wait_for`` have exited or ``deadline_s`` has passed.
-    """
-    context = multiprocessing.get_context("forkserver")
-    # What the ranks import, once (ddp_worker itself cannot be preloaded: the forkserver of Python < 3.13
-    # ignores sys.path, and tests/ is not on it).
-    context.set_forkserver_preload(["torch", "torch._dynamo", "threadpoolctl", "autolrs.torch.driver"])
-    rendezvous = tmp_path / f"rendezvous_{mode}_{time.monotonic_ns()}"
-    ranks = [context.Process(target=ddp_worker.run, daemon=True,
-                             args=(rank, 2, f"file://{rendezvous}", pg_timeout_s, mode, str(tmp_path), *args))
-             for rank in range(2)]
-    for process in ranks:
-        process.start()
-    end = time.monotonic() + deadline_s
-    for rank in wait_for:
-        ranks[rank].join(max(0.0, end - time.monotonic()))
-    codes = [process.exitcode for process in ranks]
-    for process in ranks:
-        if process.is_alive():
-            process.kill()
-            process.join()
-    return codes
+    """Run ``mode`` on 2 ranks of ddp_worker (:func:`ranks.launch_ranks`)."""
+    return launch_ranks(ddp_worker.run, tmp_path, mode, *args, pg_timeout_s=pg_timeout_s, deadline_s=deadline_s,
+                        wait_for=wait_for)
 
 
 @pytest.fixture(scope="module")

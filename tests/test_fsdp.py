@@ -6,7 +6,6 @@ its MLP sharded layer by layer, so the FSDP2 run can be compared with one proces
 
 import importlib.util
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -26,31 +25,16 @@ if not hasattr(torch.distributed.fsdp, "fully_shard"):
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
 import fsdp_worker  # noqa: E402
+from ranks import PRELOAD, launch_ranks  # noqa: E402
 
 # Checkpoints taken mid-candidate (training-loss stage), mid-candidate in validation mode, mid-keep.
 STOPS = (10, 95, 140)
 
 
 def launch(tmp_path: Path, mode: str, *args, pg_timeout_s: float = 60.0, deadline_s: float = 60.0) -> list:
-    """Run ``mode`` on 2 ranks; returns their exit codes (None: still running at the deadline, then killed)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "torch._dynamo", "threadpoolctl", "autolrs.torch.driver",
-                                    "torch.distributed.fsdp", "torch.distributed.tensor"])
-    rendezvous = tmp_path / f"rendezvous_{mode}_{time.monotonic_ns()}"
-    ranks = [context.Process(target=fsdp_worker.run, daemon=True,
-                             args=(rank, 2, f"file://{rendezvous}", pg_timeout_s, mode, str(tmp_path), *args))
-             for rank in range(2)]
-    for process in ranks:
-        process.start()
-    end = time.monotonic() + deadline_s
-    for process in ranks:
-        process.join(max(0.0, end - time.monotonic()))
-    codes = [process.exitcode for process in ranks]
-    for process in ranks:
-        if process.is_alive():
-            process.kill()
-            process.join()
-    return codes
+    """Run ``mode`` on 2 ranks of fsdp_worker (:func:`ranks.launch_ranks`), FSDP2 preloaded too."""
+    return launch_ranks(fsdp_worker.run, tmp_path, mode, *args, pg_timeout_s=pg_timeout_s, deadline_s=deadline_s,
+                        preload=PRELOAD + ("torch.distributed.fsdp", "torch.distributed.tensor"))
 
 
 @pytest.fixture(scope="module")
