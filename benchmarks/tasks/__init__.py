@@ -39,7 +39,7 @@ def reference(task: TaskSpec) -> dict | None:
     """A task's known optimum, where it has one: the NQM's optimal piecewise-constant schedule."""
     if task.name != "nqm":
         return None
-    from ..quadratic import optimal_schedule
+    from .quadratic import optimal_schedule
     from .nqm import QUADRATIC
 
     optimal = optimal_schedule(QUADRATIC, task.budget)

@@ -4,10 +4,10 @@
 decay) sees the gradient plus Gaussian noise of variance ``sigma^2 h_i`` (``sigma = 0.1``). The training
 loss every method observes is the exact ``L(x)`` of the current iterate (only the gradient is noisy), and
 the metric is the final iterate's ``L(x)``. Because the expected loss of any LR sequence is exact
-(:mod:`benchmarks.quadratic`), the report also gives the expected final loss of the schedule each run
+(:mod:`benchmarks.tasks.quadratic`), the report also gives the expected final loss of the schedule each run
 kept, and the best piecewise-constant schedule's, against which every method is measured.
 
-With these constants (measured with :func:`~benchmarks.quadratic.optimal_schedule`, budget 4000): the
+With these constants (measured with :func:`~benchmarks.tasks.quadratic.optimal_schedule`, budget 4000): the
 optimal 20-piece schedule decays about as 1/t from 1.5 to 0.003 and reaches 1.9e-4; the best constant LR
 reaches 6.3x that, the best cosine 1.5x: scheduling matters, and there is room between the two.
 """
@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ..quadratic import Quadratic
+from .quadratic import Quadratic
 from .base import Problem, TaskSpec, log_grid
 
 __all__ = ["SPEC", "QUADRATIC", "NQMProblem"]
