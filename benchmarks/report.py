@@ -16,7 +16,7 @@ from pathlib import Path
 from . import plots, reading
 from .methods.optimizers import SCHEDULE_FREE_WARMUP
 from .train import DIVERGENCE_FACTOR
-from .tasks import TASKS
+from .tasks import REGISTRY
 
 __all__ = ["write_report", "write_manifest", "code_state"]
 
@@ -66,11 +66,11 @@ def write_manifest(folder: Path, **fields) -> Path:
 def _method_table(result: dict) -> list[str]:
     task = result["task"]
     extra = list(task["extra_metrics"])
-    nqm = any("ratio_to_optimal" in e for e in result["methods"].values())
+    has_optimum = bool((result.get("reference") or {}).get("optimal"))
     head = ["method", "peak LR", f"final {task['metric']} (mean ± std)", *[f"final {k}" for k in extra],
             "steps to target", "kept steps to target", "speedup vs cosine (total / kept)",
             "speedup vs best baseline", "tuning runs (steps)", "autolrs overhead"]
-    if nqm:
+    if has_optimum:
         head += ["final / optimal", "expected / optimal"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, e in result["methods"].items():
@@ -84,7 +84,7 @@ def _method_table(result: dict) -> list[str]:
                *[_fmt(e["extra_means"].get(k)) for k in extra], _fmt(e["steps_to_target"]), kept, speed,
                _fmt(e["speedup_vs_best"], ".2f"), f"{e['tuning_runs']} ({e['tuning_steps']})",
                "–" if e["overhead"] is None else f"{100 * e['overhead']:.0f}%"]
-        if nqm:
+        if has_optimum:
             row += [_fmt(e.get("ratio_to_optimal"), ".2f"), _fmt(e.get("expected_ratio_to_optimal"), ".2f")]
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -287,7 +287,7 @@ def write_report(folder: Path, report: Path) -> Path:
     """Write the report (and the plots, in ``folder``) from ``folder/<task>.json``."""
     folder, report = Path(folder), Path(report)
     results = []
-    for name in TASKS:
+    for name in REGISTRY:
         path = folder / f"{name}.json"
         if path.exists():
             results.append(json.loads(path.read_text()))

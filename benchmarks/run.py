@@ -35,7 +35,7 @@ from .cache import CACHE_DIR, RunCache, code_fingerprint  # noqa: E402
 from .methods import Method, autolrs_method, method  # noqa: E402
 from .plans import Plan, plan  # noqa: E402
 from .suite import run_task  # noqa: E402
-from .tasks import TASKS  # noqa: E402
+from .tasks import REGISTRY  # noqa: E402
 
 __all__ = ["main", "RESULTS_DIR", "QUICK_DIR"]
 
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 seed, short budgets (make bench-quick)")
     mode.add_argument("--full", action="store_true", help="every method on every task (hours)")
-    parser.add_argument("--task", "--tasks", dest="tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--task", "--tasks", dest="tasks", nargs="+", choices=list(REGISTRY),
+                        default=list(REGISTRY))
     parser.add_argument("--methods", nargs="+", help="an experiment: only these methods (no report)")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--autolrs-options", help="JSON of AutoLRS keyword arguments for the 'autolrs' method")

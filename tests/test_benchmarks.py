@@ -11,20 +11,15 @@ import importlib.util
 import json
 import math
 
-import numpy as np
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import run  # noqa: E402
-from benchmarks.methods import ABLATIONS  # noqa: E402
-from benchmarks.methods.schedules import SCHEDULES  # noqa: E402
-from benchmarks.schema import validate  # noqa: E402
+from benchmarks import run
+from benchmarks.methods import ABLATIONS
+from benchmarks.methods.schedules import SCHEDULES
+from benchmarks.schema import validate
 
 BUDGET = 200  # autolrs's smallest budget with its 10 candidates is 110 steps
 BENCH_EXTRA = all(importlib.util.find_spec(m) for m in ("prodigyopt", "schedulefree", "matplotlib"))

@@ -18,10 +18,10 @@ import math
 
 import torch
 
-from .quadratic import Quadratic
-from .base import Problem, TaskSpec, log_grid
+from .base import Problem, TaskEntry, TaskSpec, log_grid
+from .quadratic import Quadratic, optimal_schedule
 
-__all__ = ["SPEC", "QUADRATIC", "NQMProblem"]
+__all__ = ["SPEC", "QUADRATIC", "NQMProblem", "ENTRY"]
 
 QUADRATIC = Quadratic(dim=100, sigma=0.1, x0=1.0)
 
@@ -80,3 +80,15 @@ class NQMProblem(Problem):
 
     def expected_loss(self, kept_lrs: list[float]) -> float | None:
         return QUADRATIC.expected_loss(kept_lrs)
+
+
+def optimal_reference(task: TaskSpec) -> dict:
+    """The optimal piecewise-constant schedule for ``task``'s budget, with its exact expected final loss."""
+    optimal = optimal_schedule(QUADRATIC, task.budget)
+    return {"optimal": {**optimal.to_dict(), "pieces": len(optimal.lrs),
+                        "method": "L-BFGS-B on the log-LRs of equal pieces, exact closed-form expected loss"}}
+
+
+# No validation split (NQMProblem has no validation_loss): the loss is exact, there is nothing to hold out.
+ENTRY = TaskEntry(SPEC, NQMProblem, quick_budget=1000, quick_eval_every=50, log_metric=True,
+                  reference=optimal_reference)
