@@ -113,6 +113,20 @@ def test_report_is_generated_from_the_json(quick_bench):
         assert (quick_bench / "results" / name).stat().st_size > 0
 
 
+def test_numbers_have_one_placeholder_for_a_gap_and_say_diverged_for_infinity():
+    from benchmarks.formatting import MISSING, final, number, percent
+
+    assert MISSING == "–"
+    assert [number(v) for v in (None, math.nan, math.inf, -math.inf)] == [MISSING, MISSING, "diverged", "diverged"]
+    assert (number(0.0123456), number(1400, "d"), number(1.5, ".2f", "x")) == ("0.01235", "1400", "1.50x")
+    assert (number(None, ".2f", "x"), number(math.inf, ".2f", "x")) == (MISSING, "diverged")  # no unit on a gap
+    assert (percent(0.25), percent(0.0), percent(None)) == ("25%", "0%", MISSING)
+    entry = {"final_mean": 0.91234, "final_std": 0.0123}
+    assert (final(entry, 3), final(entry, 1)) == ("0.9123 ± 0.012", "0.9123")  # one seed: no spread
+    # a diverged seed makes the mean infinite and the spread undefined: the mean alone says so
+    assert final({"final_mean": math.inf, "final_std": math.nan}, 3) == "diverged"
+
+
 def test_schedules_match_pytorchs_schedulers():
     import torch
 
