@@ -3,9 +3,9 @@
 Modes:
 - ``quick`` (``make bench-quick``, a few minutes): one seed, short budgets, the methods of ``default``.
 - ``default`` (``make bench``, at most 90 minutes on the 2-core machine): 3 seeds, full budgets; every
-  method and every ablation on MNIST-1D and the NQM; on the Transformer only the cosine schedule is tuned
-  (its grid sets the target), because the whole grid would take ~2.6 hours there, and three of the seven
-  ablations run.
+  method and every ablation, except where a task declares a cut (``TaskEntry.default_tuned`` and
+  ``default_ablations``): on the Transformer only the cosine schedule is tuned (its grid sets the target),
+  because the whole grid would take ~2.6 hours there, and three of the seven ablations run.
 - ``full`` (``make bench BENCH_FULL=1``): every method on every task, 3 seeds, full budgets (~3.5 hours).
 """
 
@@ -15,26 +15,17 @@ from dataclasses import dataclass
 
 from .methods import ABLATIONS, SCHEDULE_NAMES, Method, method
 from .methods.optimizers import SCHEDULE_FREE_DEFAULT_LR
-from .tasks import TASKS, spec
+from .tasks import registered
 from .tasks.base import TaskSpec
 
 __all__ = ["Plan", "plan", "MODES", "SEEDS", "SINGLE_RUN_METHODS"]
 
 MODES = ("quick", "default", "full")
 SEEDS = (0, 1, 2)
-# Budget and curve spacing of the quick mode, per task.
-QUICK = {"mnist1d-cnn": (1000, 50), "shakespeare-char": (300, 25), "nqm": (1000, 50)}
 # autolrs, its ablations, the replay of its schedule, the range test + one-cycle and Prodigy run once per seed:
 # they have no LR to tune.
 SINGLE_RUN_METHODS = ("autolrs", *ABLATIONS, "autolrs-replay", "range-test", "prodigy")
 TUNED = (*SCHEDULE_NAMES, "schedule-free")
-# The default mode's cut on the Transformer (~130 s per 2000-step run on one core): the cosine grid
-# (7 x 3 runs) and the single runs fit; the other schedules' grids (5 x 21 runs) do not.
-DEFAULT_TUNED = {"shakespeare-char": ("cosine",)}
-# Tasks without a validation split (the NQM's loss is exact): no validation-objective ablation.
-NO_VALIDATION = ("nqm",)
-# ... and of the ablations, those that change the most (~140 s per run): the paper, no decay, validation.
-DEFAULT_ABLATIONS = {"shakespeare-char": ("autolrs-paper", "autolrs-no-decay", "autolrs-val")}
 
 
 @dataclass(frozen=True)
@@ -62,19 +53,19 @@ def plan(task_name: str, mode: str = "default", *, seeds=None, budget: int | Non
     """The plan of ``task_name`` in ``mode``; ``seeds``, ``budget`` and ``eval_every`` override it."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    task = spec(task_name)
-    if mode == "quick":
-        task = task.scaled(budget=QUICK[task_name][0], eval_every=QUICK[task_name][1])
+    entry = registered(task_name)
+    task = entry.quick() if mode == "quick" else entry.spec
     if budget is not None:
         task = task.scaled(budget=budget, eval_every=eval_every or max(1, budget // 20))
     seeds = tuple(seeds if seeds is not None else (SEEDS[:1] if mode == "quick" else SEEDS))
-    tuned = TUNED if mode == "full" else DEFAULT_TUNED.get(task_name, TUNED)
-    ablations = tuple(ABLATIONS) if mode == "full" else DEFAULT_ABLATIONS.get(task_name, tuple(ABLATIONS))
-    if task_name in NO_VALIDATION:  # a validation objective needs a validation split
+    everything = mode == "full"
+    tuned = TUNED if everything or entry.default_tuned is None else entry.default_tuned
+    ablations = tuple(ABLATIONS) if everything or entry.default_ablations is None else entry.default_ablations
+    if not entry.has_validation:  # a validation objective needs a validation split
         ablations = tuple(m for m in ablations if m != "autolrs-val")
     single = [(method(m), None) for m in SINGLE_RUN_METHODS if m not in ABLATIONS or m in ablations]
     cuts = []
-    skipped = [m for m in ABLATIONS if m not in ablations and not (m == "autolrs-val" and task_name in NO_VALIDATION)]
+    skipped = [m for m in ABLATIONS if m not in ablations and (entry.has_validation or m != "autolrs-val")]
     if skipped:
         cuts.append(f"ablations not run on {task_name} in this mode: {', '.join(skipped)} ({len(skipped) * len(seeds)} "
                     "runs; `make bench BENCH_FULL=1` runs them).")
@@ -89,7 +80,3 @@ def plan(task_name: str, mode: str = "default", *, seeds=None, budget: int | Non
         cuts.append(f"not run on {task_name} in this mode: {', '.join(left_out)} (their grids would add {runs} "
                     "runs; `make bench BENCH_FULL=1` runs them).")
     return Plan(task, mode, seeds, tuple(method(m) for m in tuned), tuple(single), tuple(cuts))
-
-
-def all_plans(mode: str) -> list[Plan]:
-    return [plan(name, mode) for name in TASKS]

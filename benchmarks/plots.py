@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .tasks import registered
+
 __all__ = ["plot_curves", "plot_lrs", "plot_grids"]
 
 # One colour per method, stable across figures.
@@ -42,7 +44,7 @@ def _finite(xs, ys):
 
 
 def _log_metric(result: dict) -> bool:
-    return result["task"]["name"] == "nqm"
+    return registered(result["task"]["name"]).log_metric
 
 
 def _shown(label: str, e: dict) -> bool:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import math
 
+from .formatting import final, number
+
 __all__ = ["compare", "task_reading", "losses", "forecast_errors", "verdict"]
-
-
-def _fmt(x: float | None, spec: str = ".4g") -> str:
-    return "n/a" if x is None or not math.isfinite(x) else format(x, spec)
 
 
 def compare(result: dict, a: str, b: str) -> str:
@@ -64,17 +62,6 @@ def forecast_errors(entry: dict) -> list[float]:
     return errors
 
 
-def _spread(result: dict, e: dict) -> str:
-    """``mean ± std`` over the seeds (the mean alone for one seed)."""
-    if len(result["seeds"]) < 2:
-        return _fmt(e["final_mean"])
-    return f"{_fmt(e['final_mean'])} ± {_fmt(e['final_std'], '.2g')}"
-
-
-def _speed(e: dict, key: str) -> str:
-    return "n/a" if e.get(key) is None else f"{e[key]:.2f}x"
-
-
 def task_reading(result: dict) -> list[str]:
     """Sentences about autolrs on one task: quality, speed, cost, overhead, optimum, ablation, losses."""
     methods = result["methods"]
@@ -83,32 +70,33 @@ def task_reading(result: dict) -> list[str]:
     task = result["task"]
     metric = task["metric"]
     a = methods["autolrs"]
+    seeds = len(result["seeds"])
     out = []
-    if len(result["seeds"]) < 2:
+    if seeds < 2:
         out.append("(One seed: no noise estimate, so \"clearly\" below means only \"by any margin\".)")
     if "cosine" in methods:
         c = methods["cosine"]
         against = {"better": "clearly better than", "worse": "clearly worse than",
                    "level": "within the seeds' noise of"}[compare(result, "autolrs", "cosine")]
-        out.append(f"Final {metric}: autolrs {_spread(result, a)}, "
-                   f"{against} the tuned cosine's {_spread(result, c)} "
-                   f"(peak LR {_fmt(c['lr'], '.3g')}, chosen from {c['tuning_runs']} grid points).")
+        out.append(f"Final {metric}: autolrs {final(a, seeds)}, "
+                   f"{against} the tuned cosine's {final(c, seeds)} "
+                   f"(peak LR {number(c['lr'], '.3g')}, chosen from {c['tuning_runs']} grid points).")
     if result["target"]:
         if a["steps_to_target"] is None:
-            out.append(f"autolrs never reaches the target ({_fmt(result['target']['value'])}) within the "
+            out.append(f"autolrs never reaches the target ({number(result['target']['value'])}) within the "
                        f"{task['budget']}-step budget, so it has no speedup on this task.")
         else:
             out.append(f"autolrs reaches the target at {a['steps_to_target']} optimizer steps, search included "
                        f"({a['kept_steps_to_target']:.0f} kept steps): a speedup of "
-                       f"{_speed(a, 'speedup_vs_cosine')} over the tuned cosine counting every step, "
-                       f"{_speed(a, 'kept_speedup_vs_cosine')} counting kept steps only.")
+                       f"{number(a['speedup_vs_cosine'], '.2f', 'x')} over the tuned cosine counting every step, "
+                       f"{number(a['kept_speedup_vs_cosine'], '.2f', 'x')} counting kept steps only.")
     if "autolrs-replay" in methods:
         r = methods["autolrs-replay"]
         stretch = [p["stretch"] for p in r.get("replay") or []]
         how = "" if not stretch else f", stretched {min(stretch):.2f}x" if min(stretch) == max(stretch) else \
             f", stretched {min(stretch):.2f}-{max(stretch):.2f}x"
         sentence = (f"autolrs's found schedule replayed on the whole budget (no search{how}; {r['tuning_runs']} "
-                    f"runs of tuning cost): {_spread(result, r)}; against autolrs itself: "
+                    f"runs of tuning cost): {final(r, seeds)}; against autolrs itself: "
                     f"{verdict(result, 'autolrs-replay', 'autolrs')}")
         if "cosine" in methods:
             sentence += f"; against the tuned cosine: {verdict(result, 'autolrs-replay', 'cosine')}"
@@ -116,17 +104,17 @@ def task_reading(result: dict) -> list[str]:
     best = result.get("best_baseline")
     for peer in ("range-test", "prodigy", "schedule-free"):
         if peer in methods:
-            out.append(f"Against {peer} ({_spread(result, methods[peer])}): autolrs is "
+            out.append(f"Against {peer} ({final(methods[peer], seeds)}): autolrs is "
                        f"{verdict(result, 'autolrs', peer)}.")
     if best:
         b = methods[best]
         ranked = sorted((e["final_mean"] for e in methods.values() if math.isfinite(e["final_mean"])),
                         reverse=task["higher_is_better"])
         rank = ranked.index(a["final_mean"]) + 1 if a["final_mean"] in ranked else len(methods)
-        out.append(f"The best baseline is {best} ({_fmt(b['final_mean'])}); autolrs ranks {rank} of "
+        out.append(f"The best baseline is {best} ({number(b['final_mean'])}); autolrs ranks {rank} of "
                    f"{len(methods)} methods by final {metric}, and is "
                    f"{ {'better': 'clearly ahead of', 'worse': 'clearly behind', 'level': 'level with'}[compare(result, 'autolrs', best)] } "
-                   f"it; speedup against it: {_speed(a, 'speedup_vs_best')} (total steps).")
+                   f"it; speedup against it: {number(a['speedup_vs_best'], '.2f', 'x')} (total steps).")
         if b["tuned"]:
             out.append(f"Its tuning cost {b['tuning_runs']} runs ({b['tuning_steps']} optimizer steps) against "
                        f"autolrs's single run ({a['tuning_steps']} steps): {b['tuning_steps'] / a['tuning_steps']:.0f}x "
@@ -146,13 +134,14 @@ def task_reading(result: dict) -> list[str]:
                    f"{100 * a['overhead']:.0f}% of its runs' wall time "
                    f"({a['overhead'] * a['wall_s']:.1f} s of {a['wall_s']:.1f} s per run).")
     if "ratio_to_optimal" in a:
-        parts = [f"autolrs's final loss is {_fmt(a['ratio_to_optimal'], '.2f')}x the optimal schedule's expected "
-                 "loss"]
+        parts = [f"autolrs's final loss is {number(a['ratio_to_optimal'], '.2f', 'x')} the optimal schedule's "
+                 "expected loss"]
         if a.get("expected_ratio_to_optimal") is not None:
             parts.append(f"the exact expected loss of the LR sequence it kept is "
-                         f"{_fmt(a['expected_ratio_to_optimal'], '.2f')}x")
+                         f"{number(a['expected_ratio_to_optimal'], '.2f', 'x')}")
         if "cosine" in methods and "ratio_to_optimal" in methods["cosine"]:
-            parts.append(f"the tuned cosine's final loss is {_fmt(methods['cosine']['ratio_to_optimal'], '.2f')}x")
+            cosine = number(methods["cosine"]["ratio_to_optimal"], ".2f", "x")
+            parts.append(f"the tuned cosine's final loss is {cosine}")
         out.append("; ".join(parts) + ".")
     ablation = result.get("ablation")
     if ablation:

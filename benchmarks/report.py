@@ -7,30 +7,18 @@ anything. Every number in it is read from ``<results>/<task>.json`` and ``<resul
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
 from pathlib import Path
 
 from . import plots, reading
+from .formatting import MISSING, final, number, percent
 from .methods.optimizers import SCHEDULE_FREE_WARMUP
 from .train import DIVERGENCE_FACTOR
-from .tasks import TASKS
+from .tasks import REGISTRY
 
 __all__ = ["write_report", "write_manifest", "code_state"]
-
-
-def _fmt(x, spec: str = ".4g") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "diverged" if isinstance(x, float) and math.isinf(x) else "–"
-    return format(x, spec)
-
-
-def _pm(mean, std, seeds: int = 2) -> str:
-    if seeds < 2 or std is None or not math.isfinite(std):
-        return _fmt(mean)
-    return f"{_fmt(mean)} ± {_fmt(std, '.2g')}"
 
 
 def code_state() -> dict:
@@ -66,26 +54,26 @@ def write_manifest(folder: Path, **fields) -> Path:
 def _method_table(result: dict) -> list[str]:
     task = result["task"]
     extra = list(task["extra_metrics"])
-    nqm = any("ratio_to_optimal" in e for e in result["methods"].values())
+    has_optimum = bool((result.get("reference") or {}).get("optimal"))
     head = ["method", "peak LR", f"final {task['metric']} (mean ± std)", *[f"final {k}" for k in extra],
             "steps to target", "kept steps to target", "speedup vs cosine (total / kept)",
             "speedup vs best baseline", "tuning runs (steps)", "autolrs overhead"]
-    if nqm:
+    if has_optimum:
         head += ["final / optimal", "expected / optimal"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, e in result["methods"].items():
-        lr = "–" if e["lr"] is None else f"{e['lr']:.3g}" + (" (edge)" if e["best_at_edge"] else "")
+        lr = number(e["lr"], ".3g") + (" (edge)" if e["best_at_edge"] else "")
         if e["family"] == "schedule-free" and not e["tuned"]:
             lr += " (default)"
-        speed = f"{_fmt(e['speedup_vs_cosine'], '.2f')} / {_fmt(e['kept_speedup_vs_cosine'], '.2f')}" \
-            if e["family"] == "autolrs" else _fmt(e["speedup_vs_cosine"], ".2f")
-        kept = _fmt(e["kept_steps_to_target"], ".0f") if e["family"] == "autolrs" else "(same)"
-        row = [f"**{label}**" if label == "autolrs" else label, lr, _pm(e["final_mean"], e["final_std"], len(result["seeds"])),
-               *[_fmt(e["extra_means"].get(k)) for k in extra], _fmt(e["steps_to_target"]), kept, speed,
-               _fmt(e["speedup_vs_best"], ".2f"), f"{e['tuning_runs']} ({e['tuning_steps']})",
-               "–" if e["overhead"] is None else f"{100 * e['overhead']:.0f}%"]
-        if nqm:
-            row += [_fmt(e.get("ratio_to_optimal"), ".2f"), _fmt(e.get("expected_ratio_to_optimal"), ".2f")]
+        speed = f"{number(e['speedup_vs_cosine'], '.2f')} / {number(e['kept_speedup_vs_cosine'], '.2f')}" \
+            if e["family"] == "autolrs" else number(e["speedup_vs_cosine"], ".2f")
+        kept = number(e["kept_steps_to_target"], ".0f") if e["family"] == "autolrs" else "(same)"
+        row = [f"**{label}**" if label == "autolrs" else label, lr, final(e, len(result["seeds"])),
+               *[number(e["extra_means"].get(k)) for k in extra], number(e["steps_to_target"]), kept, speed,
+               number(e["speedup_vs_best"], ".2f"), f"{e['tuning_runs']} ({e['tuning_steps']})",
+               percent(e["overhead"])]
+        if has_optimum:
+            row += [number(e.get("ratio_to_optimal"), ".2f"), number(e.get("expected_ratio_to_optimal"), ".2f")]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -101,9 +89,9 @@ def _grid_details(result: dict) -> list[str]:
                                       "mean": e["final_mean"], "diverged": sum(p["diverged"] for p in e["per_seed"])}]
         for row in rows:
             mark = " **(best)**" if e["tuned"] and row["lr"] == e["lr"] else ""
-            lr = "–" if row["lr"] is None else f"{row['lr']:.4g}"
-            lines.append(f"| {label} | {lr}{mark} | " + " | ".join(_fmt(v) for v in row["finals"]) +
-                         f" | {_fmt(row['mean'])} | {row['diverged']} |")
+            lr = number(row["lr"])
+            lines.append(f"| {label} | {lr}{mark} | " + " | ".join(number(v) for v in row["finals"]) +
+                         f" | {number(row['mean'])} | {row['diverged']} |")
     lines += ["", "</details>", ""]
     return lines
 
@@ -115,13 +103,14 @@ def _autolrs_details(result: dict) -> list[str]:
     lines = ["<details><summary>autolrs's stages (chosen LR x kept steps; the decay phase starts from the last "
              "LR), per seed</summary>", ""]
     for run in e["autolrs"]:
-        stages = ", ".join(f"{_fmt(s['lr'], '.3g')} x {s['kept_steps']}" + (" decay" if s.get("kind") == "decay" else "")
+        stages = ", ".join(f"{number(s['lr'], '.3g')} x {s['kept_steps']}"
+                           + (" decay" if s.get("kind") == "decay" else "")
                            + ("" if not s.get("discarded") else f" ({s['discarded']} rolled back)")
                            for s in run["stages"] if s["lr"])
         lines.append(f"- seed {run['seed']}: {stages}")
     rt = result["methods"].get("range-test")
     if rt:
-        picks = ", ".join(f"{p.get('lr', float('nan')):.3g}" for p in rt.get("range_test") or [])
+        picks = ", ".join(number(p.get("lr"), ".3g") for p in rt.get("range_test") or [])
         if picks:
             lines += ["", f"range-test's suggested peak LRs (lr_min / 10), per seed: {picks}"]
     warned = sorted({w for p in e["per_seed"] for w in p["warnings"]})
@@ -147,7 +136,7 @@ def _task_section(result: dict, folder: Path, report: Path) -> list[str]:
              f"Set-up: {task['notes']}", ""]
     if target:
         src = target["source"]
-        lines += [f"Target: {_fmt(target['value'])}" + (f" (the tuned {src['method']}'s mean final "
+        lines += [f"Target: {number(target['value'])}" + (f" (the tuned {src['method']}'s mean final "
                   f"{task['metric']}, peak LR {src['lr']:.3g})." if src else " (given)."), ""]
     for cut in result["cuts"]:
         lines += [f"- Cut: {cut}"]
@@ -162,7 +151,7 @@ def _task_section(result: dict, folder: Path, report: Path) -> list[str]:
     optimal = (result.get("reference") or {}).get("optimal")
     if optimal:
         lines += [f"Optimal reference: {optimal['pieces']} equal pieces, expected final loss "
-                  f"{_fmt(optimal['expected_loss'])}; LRs " + ", ".join(f"{v:.3g}" for v in optimal["lrs"]) +
+                  f"{number(optimal['expected_loss'])}; LRs " + ", ".join(f"{v:.3g}" for v in optimal["lrs"]) +
                   f" ({optimal['method']}).", ""]
     lines += [f"![{p.stem}]({rel}/{p.name})" for p in pictures] + [""]
     lines += _grid_details(result) + _autolrs_details(result)
@@ -182,13 +171,13 @@ def _headline(results: list[dict]) -> list[str]:
         best = r["best_baseline"]
         b = m.get(best) if best else None
         lines.append("| " + " | ".join([
-            r["task"]["name"], _pm(a["final_mean"], a["final_std"], len(r["seeds"])),
-            _pm(c["final_mean"], c["final_std"], len(r["seeds"])) if c else "–",
-            f"{best}: {_fmt(b['final_mean'])}" if b else "–",
-            f"{_fmt(a['speedup_vs_cosine'], '.2f')} / {_fmt(a['kept_speedup_vs_cosine'], '.2f')}",
-            f"{_fmt(a['speedup_vs_best'], '.2f')} / {_fmt(a['kept_speedup_vs_best'], '.2f')}",
-            f"{b['tuning_steps']} / {a['tuning_steps']}" if b else "–",
-            "–" if a["overhead"] is None else f"{100 * a['overhead']:.0f}%"]) + " |")
+            r["task"]["name"], final(a, len(r["seeds"])),
+            final(c, len(r["seeds"])) if c else MISSING,
+            f"{best}: {number(b['final_mean'])}" if b else MISSING,
+            f"{number(a['speedup_vs_cosine'], '.2f')} / {number(a['kept_speedup_vs_cosine'], '.2f')}",
+            f"{number(a['speedup_vs_best'], '.2f')} / {number(a['kept_speedup_vs_best'], '.2f')}",
+            f"{b['tuning_steps']} / {a['tuning_steps']}" if b else MISSING,
+            percent(a["overhead"])]) + " |")
     return lines
 
 
@@ -208,14 +197,14 @@ def _ablation_table(results: list[dict]) -> list[str]:
     row = ["**autolrs (default)**"]
     for r in present:
         a = r["methods"]["autolrs"]
-        row.append(f"**{_pm(a['final_mean'], a['final_std'], len(r['seeds']))}** ({a['kept_steps_mean']:.0f})")
+        row.append(f"**{final(a, len(r['seeds']))}** ({a['kept_steps_mean']:.0f})")
     lines.append("| " + " | ".join(row) + " |")
     for label, (_, description) in ABLATIONS.items():
         row = [f"{label}: {description}"]
         for r in present:
             e = r["methods"].get(label)
             row.append("not run" if e is None else
-                       f"{_pm(e['final_mean'], e['final_std'], len(r['seeds']))} ({e['kept_steps_mean']:.0f}), "
+                       f"{final(e, len(r['seeds']))} ({e['kept_steps_mean']:.0f}), "
                        f"{reading.verdict(r, label, 'autolrs')}")
         lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
@@ -287,7 +276,7 @@ def write_report(folder: Path, report: Path) -> Path:
     """Write the report (and the plots, in ``folder``) from ``folder/<task>.json``."""
     folder, report = Path(folder), Path(report)
     results = []
-    for name in TASKS:
+    for name in REGISTRY:
         path = folder / f"{name}.json"
         if path.exists():
             results.append(json.loads(path.read_text()))
@@ -298,7 +287,7 @@ def write_report(folder: Path, report: Path) -> Path:
              "*Generated by `make bench` (`python -m benchmarks.run`) from `benchmarks/results/*.json`; do not "
              "edit by hand: `python -m benchmarks.report` regenerates it from the JSON.*", ""]
     modes = sorted({r["mode"] for r in results})
-    lines.append(f"Mode: {', '.join(modes)}; bench run {', '.join(run_ids) or '–'}"
+    lines.append(f"Mode: {', '.join(modes)}; bench run {', '.join(run_ids) or MISSING}"
                  + (f"; whole bench {manifest['wall_s'] / 60:.1f} min" if manifest.get("wall_s") else "")
                  + (f" on {manifest['machine']['cpus']} CPU cores, torch {manifest['machine']['torch']}"
                     if manifest.get("machine") else "")

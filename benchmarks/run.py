@@ -25,17 +25,17 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .cache import CACHE_DIR, RunCache, code_fingerprint  # noqa: E402
+from .formatting import MISSING, number, percent  # noqa: E402
 from .methods import Method, autolrs_method, method  # noqa: E402
 from .plans import Plan, plan  # noqa: E402
 from .suite import run_task  # noqa: E402
-from .tasks import TASKS  # noqa: E402
+from .tasks import REGISTRY  # noqa: E402
 
 __all__ = ["main", "RESULTS_DIR", "QUICK_DIR"]
 
@@ -45,10 +45,6 @@ QUICK_DIR = CACHE_DIR / "quick"  # bench-quick never overwrites the published re
 REPORT = HERE.parent / "BENCHMARKS.md"
 
 
-def _fmt(x, spec=".4g") -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
-
-
 def summary_table(result: dict) -> str:
     """A plain-text table of one task's figures, one method per row."""
     task = result["task"]
@@ -56,12 +52,12 @@ def summary_table(result: dict) -> str:
             f"{'x cosine':>9}{'overhead':>9}")
     lines = [head, "-" * len(head)]
     for label, e in result["methods"].items():
-        overhead = "-" if e["overhead"] is None else f"{100 * e['overhead']:.0f}%"
-        lines.append(f"{label:<34}{_fmt(e['lr'], '.3g'):>9}{_fmt(e['final_mean']):>17}{_fmt(e['final_std'], '.2g'):>9}"
-                     f"{_fmt(e['steps_to_target'], 'd'):>11}{_fmt(e['kept_steps_to_target'], '.0f'):>8}"
-                     f"{_fmt(e['speedup_vs_cosine'], '.2f'):>9}{overhead:>9}")
+        lines.append(f"{label:<34}{number(e['lr'], '.3g'):>9}{number(e['final_mean']):>17}"
+                     f"{number(e['final_std'], '.2g'):>9}"
+                     f"{number(e['steps_to_target'], 'd'):>11}{number(e['kept_steps_to_target'], '.0f'):>8}"
+                     f"{number(e['speedup_vs_cosine'], '.2f'):>9}{percent(e['overhead']):>9}")
     target = result["target"]
-    lines.append(f"target: {_fmt(target['value']) if target else '-'}; seeds {result['seeds']}; "
+    lines.append(f"target: {number(target['value']) if target else MISSING}; seeds {result['seeds']}; "
                  f"budget {task['budget']} steps")
     return "\n".join(lines)
 
@@ -101,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 seed, short budgets (make bench-quick)")
     mode.add_argument("--full", action="store_true", help="every method on every task (hours)")
-    parser.add_argument("--task", "--tasks", dest="tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--task", "--tasks", dest="tasks", nargs="+", choices=list(REGISTRY),
+                        default=list(REGISTRY))
     parser.add_argument("--methods", nargs="+", help="an experiment: only these methods (no report)")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--autolrs-options", help="JSON of AutoLRS keyword arguments for the 'autolrs' method")

@@ -5,6 +5,7 @@ import warnings
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/nqm.py and helpers
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # benchmarks/: the harness is not installed
 
 try:
     import torch

@@ -11,20 +11,15 @@ import importlib.util
 import json
 import math
 
-import numpy as np
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import run  # noqa: E402
-from benchmarks.methods import ABLATIONS  # noqa: E402
-from benchmarks.methods.schedules import SCHEDULES  # noqa: E402
-from benchmarks.schema import validate  # noqa: E402
+from benchmarks import run
+from benchmarks.methods import ABLATIONS
+from benchmarks.methods.schedules import SCHEDULES
+from benchmarks.schema import validate
 
 BUDGET = 200  # autolrs's smallest budget with its 10 candidates is 110 steps
 BENCH_EXTRA = all(importlib.util.find_spec(m) for m in ("prodigyopt", "schedulefree", "matplotlib"))
@@ -116,6 +111,20 @@ def test_report_is_generated_from_the_json(quick_bench):
     assert "## nqm" in report and "**Reading.**" in report
     for name in ("nqm-curves.png", "nqm-lr.png", "nqm-grids.png"):
         assert (quick_bench / "results" / name).stat().st_size > 0
+
+
+def test_numbers_have_one_placeholder_for_a_gap_and_say_diverged_for_infinity():
+    from benchmarks.formatting import MISSING, final, number, percent
+
+    assert MISSING == "–"
+    assert [number(v) for v in (None, math.nan, math.inf, -math.inf)] == [MISSING, MISSING, "diverged", "diverged"]
+    assert (number(0.0123456), number(1400, "d"), number(1.5, ".2f", "x")) == ("0.01235", "1400", "1.50x")
+    assert (number(None, ".2f", "x"), number(math.inf, ".2f", "x")) == (MISSING, "diverged")  # no unit on a gap
+    assert (percent(0.25), percent(0.0), percent(None)) == ("25%", "0%", MISSING)
+    entry = {"final_mean": 0.91234, "final_std": 0.0123}
+    assert (final(entry, 3), final(entry, 1)) == ("0.9123 ± 0.012", "0.9123")  # one seed: no spread
+    # a diverged seed makes the mean infinite and the spread undefined: the mean alone says so
+    assert final({"final_mean": math.inf, "final_std": math.nan}, 3) == "diverged"
 
 
 def test_schedules_match_pytorchs_schedulers():

@@ -2,7 +2,9 @@
 
 A :class:`TaskSpec` is plain data (it goes into the results JSON and into the cache key); a
 :class:`Problem` is one seeded instance of the task in a worker process: a model, its parameter groups, an
-endless stream of training losses and an evaluation of any model of the same architecture.
+endless stream of training losses and an evaluation of any model of the same architecture; a
+:class:`TaskEntry` is all the harness knows of a task, declared by its module and registered in
+:data:`benchmarks.tasks.REGISTRY`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["TaskSpec", "Problem", "log_grid"]
+__all__ = ["TaskSpec", "Problem", "TaskEntry", "log_grid"]
 
 
 def log_grid(low: float, high: float, points: int) -> tuple[float, ...]:
@@ -114,3 +117,37 @@ class Problem:
     def expected_loss(self, kept_lrs: list[float]) -> float | None:
         """The exact expected final loss of a kept LR sequence, where the task has a closed form."""
         return None
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """Everything the harness needs of a task besides its code, declared once, in the task's module.
+
+    Attributes:
+        spec: the full-size set-up (``make bench``).
+        problem: the :class:`Problem` a worker builds, as ``problem(spec, seed)``.
+        quick_budget, quick_eval_every: the budget and the curve spacing of ``make bench-quick``.
+        default_tuned, default_ablations: the tuned methods and the ablation variants of the default mode,
+            where it cannot afford them all (None: all of them); ``--full`` runs everything.
+        log_metric: plot the metric on a log scale (it falls by decades).
+        reference: the task's known optimum under a spec (its budget), where it has one: the results'
+            ``reference``, against which the report measures every method.
+    """
+
+    spec: TaskSpec
+    problem: type[Problem]
+    quick_budget: int
+    quick_eval_every: int
+    default_tuned: tuple[str, ...] | None = None
+    default_ablations: tuple[str, ...] | None = None
+    log_metric: bool = False
+    reference: Callable[[TaskSpec], dict] | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the problem has a validation split for an autolrs ``val_fn``: it implements one."""
+        return self.problem.validation_loss is not Problem.validation_loss
+
+    def quick(self) -> TaskSpec:
+        """The spec of ``make bench-quick``."""
+        return self.spec.scaled(budget=self.quick_budget, eval_every=self.quick_eval_every)

@@ -13,9 +13,9 @@ import torch
 
 from autolrs.demo import ConvNet, batches, evaluate, load_mnist1d
 
-from .base import Problem, TaskSpec, log_grid
+from .base import Problem, TaskEntry, TaskSpec, log_grid
 
-__all__ = ["SPEC", "MNIST1DProblem"]
+__all__ = ["SPEC", "MNIST1DProblem", "ENTRY"]
 
 TRAIN = 3500  # the rest of the 4000 training sequences is the validation split
 
@@ -75,3 +75,6 @@ class MNIST1DProblem(Problem):
 
     def validation_loss(self, model: torch.nn.Module) -> float:
         return evaluate(model, self.x_val, self.y_val)[1]
+
+
+ENTRY = TaskEntry(SPEC, MNIST1DProblem, quick_budget=1000, quick_eval_every=50)

@@ -4,10 +4,10 @@
 decay) sees the gradient plus Gaussian noise of variance ``sigma^2 h_i`` (``sigma = 0.1``). The training
 loss every method observes is the exact ``L(x)`` of the current iterate (only the gradient is noisy), and
 the metric is the final iterate's ``L(x)``. Because the expected loss of any LR sequence is exact
-(:mod:`benchmarks.quadratic`), the report also gives the expected final loss of the schedule each run
+(:mod:`benchmarks.tasks.quadratic`), the report also gives the expected final loss of the schedule each run
 kept, and the best piecewise-constant schedule's, against which every method is measured.
 
-With these constants (measured with :func:`~benchmarks.quadratic.optimal_schedule`, budget 4000): the
+With these constants (measured with :func:`~benchmarks.tasks.quadratic.optimal_schedule`, budget 4000): the
 optimal 20-piece schedule decays about as 1/t from 1.5 to 0.003 and reaches 1.9e-4; the best constant LR
 reaches 6.3x that, the best cosine 1.5x: scheduling matters, and there is room between the two.
 """
@@ -18,10 +18,10 @@ import math
 
 import torch
 
-from ..quadratic import Quadratic
-from .base import Problem, TaskSpec, log_grid
+from .base import Problem, TaskEntry, TaskSpec, log_grid
+from .quadratic import Quadratic, optimal_schedule
 
-__all__ = ["SPEC", "QUADRATIC", "NQMProblem"]
+__all__ = ["SPEC", "QUADRATIC", "NQMProblem", "ENTRY"]
 
 QUADRATIC = Quadratic(dim=100, sigma=0.1, x0=1.0)
 
@@ -80,3 +80,15 @@ class NQMProblem(Problem):
 
     def expected_loss(self, kept_lrs: list[float]) -> float | None:
         return QUADRATIC.expected_loss(kept_lrs)
+
+
+def optimal_reference(task: TaskSpec) -> dict:
+    """The optimal piecewise-constant schedule for ``task``'s budget, with its exact expected final loss."""
+    optimal = optimal_schedule(QUADRATIC, task.budget)
+    return {"optimal": {**optimal.to_dict(), "pieces": len(optimal.lrs),
+                        "method": "L-BFGS-B on the log-LRs of equal pieces, exact closed-form expected loss"}}
+
+
+# No validation split (NQMProblem has no validation_loss): the loss is exact, there is nothing to hold out.
+ENTRY = TaskEntry(SPEC, NQMProblem, quick_budget=1000, quick_eval_every=50, log_metric=True,
+                  reference=optimal_reference)

@@ -25,14 +25,21 @@ __all__ = ["Quadratic", "OptimalSchedule", "optimal_schedule"]
 
 @dataclass(frozen=True)
 class Quadratic:
-    """The model's constants: curvatures ``h_i = 1 / i`` (i = 1..dim), noise scale, start point."""
+    """The model's constants: curvatures ``h_i = 1 / i`` (i = 1..dim), noise scale, start point.
+
+    ``flat``: every curvature 1 instead, as the driver's tests use it (``tests/nqm.py``): with one
+    curvature the expected loss of a constant LR is exactly ``a exp(b t) + c``, autolrs's forecast model.
+    """
 
     dim: int
     sigma: float
     x0: float
+    flat: bool = False
 
     @property
     def h(self) -> np.ndarray:
+        if self.flat:
+            return np.ones(self.dim)
         return 1.0 / np.arange(1, self.dim + 1, dtype=np.float64)
 
     def expected_loss(self, lrs) -> float:
