@@ -20,7 +20,7 @@ from pathlib import Path
 from .methods import AUTOLRS_FAMILIES, Method
 from .tasks.base import TaskSpec
 
-__all__ = ["RunCache", "run_key", "CACHE_DIR"]
+__all__ = ["RunCache", "run_key", "code_fingerprint", "package_versions", "CACHE_DIR"]
 
 HERE = Path(__file__).resolve().parent
 CACHE_DIR = HERE / ".cache"
@@ -49,13 +49,19 @@ def code_fingerprint(autolrs: bool) -> str:
         import autolrs
 
         files += _sources(Path(autolrs.__file__).resolve().parent)
-    versions = []
+    versions = [f"{package}=={version}" for package, version in package_versions().items()]
+    return hashlib.sha256((_hash_tree(files) + ";".join(versions)).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """The installed version of each package a run's result depends on (``"none"`` if absent)."""
+    versions = {}
     for package in PACKAGES:
         try:
-            versions.append(f"{package}=={metadata.version(package)}")
+            versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            versions.append(f"{package}==none")
-    return hashlib.sha256((_hash_tree(files) + ";".join(versions)).encode()).hexdigest()
+            versions[package] = "none"
+    return versions
 
 
 def run_key(task: TaskSpec, m: Method, lr: float | None, seed: int) -> str:

@@ -17,9 +17,10 @@ import traceback
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import lru_cache
 
-from .cache import RunCache, run_key
-from .methods import Method
+from .cache import RunCache, code_fingerprint, run_key
+from .methods import AUTOLRS_FAMILIES, Method
 from .tasks.base import TaskSpec
 
 __all__ = ["Job", "run_jobs", "pin_threads"]
@@ -58,10 +59,28 @@ def _init_worker(threads: int) -> None:
     pin_threads(threads)
 
 
+@lru_cache(maxsize=None)
+def _imported_code(autolrs: bool) -> str:
+    """The code fingerprint as this process found it on disk when it first trained a run: just after it
+    imported the harness and autolrs, so the code it runs (Python never re-reads a module it has loaded)."""
+    return code_fingerprint.__wrapped__(autolrs)
+
+
 def _execute(job: Job) -> dict:
-    """Train one run (in a worker); autolrs's warnings are kept in the record instead of printed."""
+    """Train one run (in a worker); autolrs's warnings are kept in the record instead of printed.
+
+    A run is keyed by the code the bench fingerprinted at its start, but a worker imports the code it runs
+    when it starts its first run, possibly later: a source edited in between (even reverted by the bench's
+    end, which the end-of-bench check cannot see) would be cached under the wrong key. Such a run fails.
+    """
     from .train import train_run
 
+    autolrs = job.method.family in AUTOLRS_FAMILIES
+    if _imported_code(autolrs) != code_fingerprint(autolrs):
+        raise RuntimeError(
+            f"{job.describe()}: the training code (or autolrs's source) on disk when this process imported it "
+            "differs from the code the bench fingerprinted at its start; its result would be cached under the "
+            "wrong code. Leave src/autolrs and the harness unchanged while a bench runs, then run it again.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         record = train_run(job.task, job.method, job.lr, job.seed)

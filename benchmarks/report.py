@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import plots, reading
+from .cache import package_versions
 from .formatting import MISSING, final, number, percent
 from .methods.optimizers import SCHEDULE_FREE_WARMUP
 from .train import DIVERGENCE_FACTOR
@@ -44,6 +45,9 @@ def write_manifest(folder: Path, **fields) -> Path:
         **fields,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                     "torch": torch.__version__},
+        # Figures move with these (a fresh environment moved every MNIST-1D figure by up to 0.01), and they
+        # are part of the cache key: recorded, so that a reader can rebuild the environment of a run.
+        "packages": package_versions(),
     }
     path = Path(folder) / "bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,6 +298,8 @@ def write_report(folder: Path, report: Path) -> Path:
                  + (f"; code at commit {manifest['git_commit'][:10]}" if manifest.get("git_commit") else "")
                  + (" with uncommitted changes to autolrs" if manifest.get("autolrs_uncommitted_changes") else "")
                  + ".")
+    if manifest.get("packages"):
+        lines.append("Packages: " + ", ".join(f"{k} {v}" for k, v in manifest["packages"].items()) + ".")
     compute = sum(r["run_seconds"] for r in results)
     trained = [r.get("runs_trained") for r in results]
     if results:

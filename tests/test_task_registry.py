@@ -155,3 +155,32 @@ def test_plots_read_the_metric_scale_from_the_entry(toy, monkeypatch, tmp_path):
         for draw in (plots.plot_curves, plots.plot_grids):
             assert draw(result, tmp_path / f"{draw.__name__}.png").stat().st_size > 0
     assert scales == ["log", "log", "linear", "linear"]
+
+
+def test_a_run_whose_imported_code_differs_from_the_fingerprint_fails_and_is_not_cached(toy, tmp_path, monkeypatch,
+                                                                                      capsys):
+    # A source edited after the bench fingerprinted it but before a worker imported it (and perhaps reverted
+    # before the bench's end) would be run under one version and cached under the other's key.
+    from benchmarks import pool
+
+    job = Job(TOY.quick(), method("cosine"), 0.1, 0)
+    store = cache.RunCache(tmp_path)
+    monkeypatch.setattr(pool, "_imported_code", lambda autolrs: "another version")
+    assert run_jobs([job], store, workers=1, threads=1) == {}
+    assert store.get("toy", job.key) is None
+    assert "differs from the code the bench fingerprinted" in capsys.readouterr().err
+    monkeypatch.undo()  # the same job, run on the code it was keyed on: trained and cached
+    monkeypatch.setitem(REGISTRY, "toy", TOY)
+    record = run_jobs([job], store, workers=1, threads=1)[job.key]
+    assert store.get("toy", job.key)["final"] == record["final"]
+
+
+def test_the_manifest_records_the_package_versions_of_the_cache_key(tmp_path):
+    import json
+
+    from benchmarks.report import write_manifest
+
+    manifest = json.loads(write_manifest(tmp_path, mode="quick").read_text())
+    assert manifest["packages"] == cache.package_versions()
+    assert set(manifest["packages"]) == set(cache.PACKAGES)
+    assert manifest["packages"]["torch"] == torch.__version__  # the installed build, e.g. 2.13.0+cpu
