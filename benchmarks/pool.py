@@ -16,7 +16,7 @@ import sys
 import traceback
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .cache import RunCache, code_fingerprint, run_key
@@ -30,10 +30,18 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 @dataclass(frozen=True)
 class Job:
+    """One run to train. ``code``: the fingerprint its key was made with, taken where the job is built (the
+    bench's process) and carried to the worker, which checks it against the code it imported."""
+
     task: TaskSpec
     method: Method
     lr: float | None
     seed: int
+    code: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.code:
+            object.__setattr__(self, "code", code_fingerprint(self.method.family in AUTOLRS_FAMILIES))
 
     @property
     def key(self) -> str:
@@ -69,14 +77,14 @@ def _imported_code(autolrs: bool) -> str:
 def _execute(job: Job) -> dict:
     """Train one run (in a worker); autolrs's warnings are kept in the record instead of printed.
 
-    A run is keyed by the code the bench fingerprinted at its start, but a worker imports the code it runs
-    when it starts its first run, possibly later: a source edited in between (even reverted by the bench's
-    end, which the end-of-bench check cannot see) would be cached under the wrong key. Such a run fails.
+    A run is keyed by the code the bench fingerprinted at its start (``job.code``), but a worker imports the
+    code it runs when it starts its first run, possibly later: a source edited in between (even reverted by
+    the bench's end, which the end-of-bench check cannot see) would be cached under the wrong key. Such a run
+    fails. (The worker's own ``code_fingerprint`` would not do: its cache starts empty in a spawned process.)
     """
     from .train import train_run
 
-    autolrs = job.method.family in AUTOLRS_FAMILIES
-    if _imported_code(autolrs) != code_fingerprint(autolrs):
+    if _imported_code(job.method.family in AUTOLRS_FAMILIES) != job.code:
         raise RuntimeError(
             f"{job.describe()}: the training code (or autolrs's source) on disk when this process imported it "
             "differs from the code the bench fingerprinted at its start; its result would be cached under the "

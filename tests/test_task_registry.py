@@ -157,21 +157,21 @@ def test_plots_read_the_metric_scale_from_the_entry(toy, monkeypatch, tmp_path):
     assert scales == ["log", "log", "linear", "linear"]
 
 
-def test_a_run_whose_imported_code_differs_from_the_fingerprint_fails_and_is_not_cached(toy, tmp_path, monkeypatch,
-                                                                                      capsys):
+def test_a_run_whose_imported_code_differs_from_the_fingerprint_fails_and_is_not_cached(toy, tmp_path, capsys):
     # A source edited after the bench fingerprinted it but before a worker imported it (and perhaps reverted
-    # before the bench's end) would be run under one version and cached under the other's key.
-    from benchmarks import pool
+    # before the bench's end) would be run under one version and cached under the other's key. The job
+    # carries the bench's fingerprint to the worker (pickled with it), which compares what it imported.
+    import pickle
 
     job = Job(TOY.quick(), method("cosine"), 0.1, 0)
+    assert job.code == cache.code_fingerprint(False) and pickle.loads(pickle.dumps(job)).code == job.code
+    stale = dataclasses.replace(job, code="another version")  # keyed on code that is no longer on disk
+    assert stale.key == job.key
     store = cache.RunCache(tmp_path)
-    monkeypatch.setattr(pool, "_imported_code", lambda autolrs: "another version")
-    assert run_jobs([job], store, workers=1, threads=1) == {}
+    assert run_jobs([stale], store, workers=1, threads=1) == {}
     assert store.get("toy", job.key) is None
     assert "differs from the code the bench fingerprinted" in capsys.readouterr().err
-    monkeypatch.undo()  # the same job, run on the code it was keyed on: trained and cached
-    monkeypatch.setitem(REGISTRY, "toy", TOY)
-    record = run_jobs([job], store, workers=1, threads=1)[job.key]
+    record = run_jobs([job], store, workers=1, threads=1)[job.key]  # keyed on the code it runs: cached
     assert store.get("toy", job.key)["final"] == record["final"]
 
 
