@@ -64,6 +64,21 @@ def test_presets_fill_only_the_options_left_unset():
         AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="fast")
 
 
+def test_the_assumed_forecast_error_reaches_the_search_only_on_a_log_scale():
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000)
+    assert cfg.forecast_noise == 0.1
+    assert AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper").forecast_noise == 0.0
+    with pytest.raises(ValueError, match="forecast_noise must be >= 0"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, forecast_noise=-0.1)
+    with pytest.raises(TypeError, match="forecast_noise must be a real number"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, forecast_noise="0.1")
+    for floor, noise in ((0.0, 0.1), (None, 0.0)):  # without a floor the objective has no relative scale
+        ctrl = StageController(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, loss_floor=floor))
+        ctrl.begin()
+        ctrl.step(1.0)
+        assert ctrl.state_dict()["search"]["noise"] == noise
+
+
 def test_derived_sizes_for_a_4000_step_budget():
     cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000)
     # 30% decay leaves S = 2800: tau_max = S / 4, tau = tau_max / 4, tau' = tau / 10

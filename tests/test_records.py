@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from autolrs import StageController
+from autolrs import AutoLRSConfig, StageController
 from autolrs.records import EVENT_KINDS, event
 from autolrs.report import EVENT_LABELS, stage_table
 from test_controller import FakeModel, distance_loss, small_config
@@ -86,6 +86,21 @@ def test_a_stopped_run_and_every_kind_has_a_label():
 def test_an_unknown_event_kind_is_refused():
     with pytest.raises(ValueError, match="Unknown event kind 'retrying'"):
         event("retrying", "x")
+
+
+def test_a_state_saved_before_forecast_noise_existed_resumes_only_as_it_ran():
+    ctrl = drive(small_config(candidates=3, total_steps=None, warmup_steps=0, seed=1),
+                 lambda ctrl, fake: distance_loss(fake.state, fake.lr))  # paper preset: forecast_noise 0
+    state = copy.deepcopy(ctrl.state_dict())
+    del state["config"]["forecast_noise"]  # the previous release's config
+    if state["search"] is not None:
+        del state["search"]["noise"]
+    noisy = AutoLRSConfig.from_dict({**ctrl.config.to_dict(), "forecast_noise": 0.1})
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['forecast_noise'\]\)"):
+        StageController(noisy).load_state_dict(state)  # it would assume a forecast error the run did not
+    as_it_ran = StageController(ctrl.config)
+    as_it_ran.load_state_dict(state)
+    assert as_it_ran.fingerprint() == ctrl.fingerprint()
 
 
 def test_a_state_of_the_previous_version_with_text_events_is_upgraded():

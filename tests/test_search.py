@@ -117,3 +117,39 @@ def test_posterior_is_a_query_of_the_last_fit():
     search.tell(1.0, 2.0)
     with pytest.raises(RuntimeError, match="call fit"):
         search.posterior([0.5])  # the fit no longer covers every observation
+
+
+def _three_close_forecasts(noise):
+    search = BayesianSearch(1e-4, 1.0, seed=0, noise=noise)
+    for lr, y in ((1e-3, 0.50), (1e-2, 0.46), (1e-1, 0.52)):  # log-forecasts within ~6%: batch noise
+        search.tell(lr, y)
+    search.fit()
+    return search, [search.to_unit(lr) for lr in (1e-3, 1e-2, 1e-1)]
+
+
+def test_an_assumed_forecast_noise_keeps_the_gp_from_reading_noise_as_certain_differences():
+    exact, x = _three_close_forecasts(0.0)
+    mean, cov = exact.posterior(x, return_cov=True)
+    gain = mean[0] - mean[1]  # how much 1e-2 beats 1e-3, in standard deviations of the difference
+    assert gain / math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]) > 3  # fitted exactly: "certain"
+    noisy, x = _three_close_forecasts(0.1)
+    mean, cov = noisy.posterior(x, return_cov=True)
+    assert abs(mean[0] - mean[1]) <= 0.2 * abs(gain)  # a 10% error explains 4-6% differences
+    assert abs(mean[0] - mean[1]) <= math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])  # within one sd
+
+
+def test_the_noise_is_part_of_the_state_and_older_states_load_without_it():
+    search, x = _three_close_forecasts(0.1)
+    state = search.state_dict()
+    assert state["noise"] == 0.1
+    rebuilt = BayesianSearch.from_state_dict(state)
+    rebuilt.fit()
+    np.testing.assert_allclose(rebuilt.posterior(x)[0], search.posterior(x)[0], rtol=1e-6)
+    del state["noise"]  # saved before the option existed
+    assert BayesianSearch.from_state_dict(state).noise == 0.0
+
+
+@pytest.mark.parametrize("noise", [-0.1, math.inf, math.nan])
+def test_a_bad_noise_is_refused(noise):
+    with pytest.raises(ValueError, match="noise must be a finite standard deviation >= 0"):
+        BayesianSearch(1e-4, 1.0, noise=noise)

@@ -46,6 +46,8 @@ ABLATIONS: dict[str, tuple[dict, str]] = {
     "autolrs-extrapolation3": ({"max_extrapolation": 3.0}, "the previous forecast bound (max_extrapolation=3)"),
     "autolrs-val": ({"val_fn": True}, "the validation objective in stages of tau_max (val_fn)"),
     "autolrs-no-hold": ({"hold_sigmas": 0.0}, "no hold: every stage moves to its best-scored LR (hold_sigmas=0)"),
+    "autolrs-exact-gp": ({"forecast_noise": 0.0}, "the GP may fit forecasts exactly: no assumed forecast error "
+                         "(forecast_noise=0)"),
 }
 
 

@@ -150,7 +150,7 @@ def _schema(floor: float | None) -> Check:
         "initial": _list_of(_lr), "grid_size": _int, "min_distance": non_negative, "x": _list_of(unit),
         "y": _list_of(lambda v, w: _number(v, w, finite=False)),  # a failed candidate's value is +inf
         "theta": _optional(_list_of(_number)),
-    })
+    }, optional={"noise": non_negative})
     return _dict({
         "version": _int, "config": lambda v, w: None, "search": _optional(search),
         "steps_taken": _int, "kept_steps": _int, "phase": _one_of(*PHASES), "lr": _lr,

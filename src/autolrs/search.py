@@ -41,6 +41,9 @@ class BayesianSearch:
             before the GP has anything to go on; the GP proposes the rest.
         grid_size: number of points on which the acquisition is minimised.
         min_distance: closest a proposal may come to an evaluated point, in unit (log-range) coordinates.
+        noise: a standard deviation (in the observations' units) that every observation is assumed to carry
+            at least, added to the noise the GP fits: a few observations would otherwise let it fit ~0 noise
+            and interpolate them exactly.
 
     Example:
         >>> search = BayesianSearch(1e-4, 1.0, kappa=2.0, seed=0)
@@ -62,6 +65,7 @@ class BayesianSearch:
         initial: tuple[float, ...] | list[float] = (),
         grid_size: int = 1024,
         min_distance: float = 0.02,
+        noise: float = 0.0,
     ) -> None:
         if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):
             raise ValueError(f"Expected 0 < min_lr < max_lr < inf, but got min_lr={min_lr!r}, max_lr={max_lr!r}.")
@@ -74,6 +78,9 @@ class BayesianSearch:
         self.initial = [float(lr) for lr in initial if self.min_lr <= lr <= self.max_lr]
         self.grid: npt.NDArray[np.float64] = np.linspace(0.0, 1.0, grid_size)
         self.min_distance = float(min_distance)
+        if noise < 0 or not math.isfinite(noise):
+            raise ValueError(f"noise must be a finite standard deviation >= 0, but got {noise!r}.")
+        self.noise = float(noise)
         self._x: list[float] = []
         self._y: list[float] = []
         self._kernel = None  # the last fit's kernel, where the next fit starts
@@ -144,12 +151,13 @@ class BayesianSearch:
         theta = None if self._kernel is None else [float(v) for v in self._kernel.theta]
         return {"min_lr": self.min_lr, "max_lr": self.max_lr, "kappa": self.kappa, "seed": self.seed,
                 "first_lr": self.first_lr, "initial": list(self.initial), "grid_size": int(self.grid.size), "min_distance": self.min_distance,
-                "x": list(self._x), "y": list(self._y), "theta": theta}
+                "noise": self.noise, "x": list(self._x), "y": list(self._y), "theta": theta}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> "BayesianSearch":
         search = cls(state["min_lr"], state["max_lr"], kappa=state["kappa"], seed=state["seed"],
-                     first_lr=state["first_lr"], initial=state.get("initial", ()), grid_size=state["grid_size"], min_distance=state["min_distance"])
+                     first_lr=state["first_lr"], initial=state.get("initial", ()), grid_size=state["grid_size"], min_distance=state["min_distance"],
+                     noise=state.get("noise", 0.0))  # states saved before the option: no added noise
         search._x, search._y = [float(v) for v in state["x"]], [float(v) for v in state["y"]]
         if state["theta"] is not None:
             search._kernel = cls._default_kernel().clone_with_theta(np.asarray(state["theta"], dtype=float))
@@ -182,16 +190,22 @@ class BayesianSearch:
         """
         if not self._x:
             raise ValueError("fit() needs at least one tell(); nothing has been observed yet.")
+        targets = self._targets()
+        # ``noise`` is on the targets' scale; the GP fits normalised targets (scikit-learn divides by their
+        # population std), so it is divided by their spread. Equal targets have nothing to tell apart: no
+        # added noise. 1e-10 is scikit-learn's default jitter.
+        spread = float(np.std(targets))
+        alpha = (self.noise / spread) ** 2 if spread > 0 else 0.0
         gp = GaussianProcessRegressor(
             kernel=self._kernel or self._default_kernel(), normalize_y=True, n_restarts_optimizer=1,
-            random_state=self.seed,
+            random_state=self.seed, alpha=max(alpha, 1e-10),
         )
         # A handful of points make tiny matrices: BLAS threads only add overhead, and on a busy machine
         # they made one fit 8x slower (650 ms instead of 80 ms measured on 2 cores).
         with threadpool_limits(limits=1), warnings.catch_warnings():
             # Few points make the marginal likelihood flat: the optimiser hits bounds, which is harmless.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            gp.fit(np.asarray(self._x)[:, None], self._targets())
+            gp.fit(np.asarray(self._x)[:, None], targets)
         self._gp, self._fitted = gp, len(self._x)
         self._kernel = gp.kernel_
 
