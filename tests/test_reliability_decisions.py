@@ -228,7 +228,10 @@ def _one_nan_in_stage_0s_kept_phase(best):
             blown.setdefault("step", ctrl.steps_taken)
         return False
 
-    return drive(AutoLRSConfig(min_lr=0.1, max_lr=10.0, total_steps=4000, seed=0), loss_fn, stop_when=mark)
+    # forecast_noise=0: the scenario needs stage 0 to prefer 0.121 to min_lr on this noiseless bowl; the
+    # default's assumed 10% forecast error counts their small difference as noise and keeps 0.1.
+    return drive(AutoLRSConfig(min_lr=0.1, max_lr=10.0, total_steps=4000, seed=0, forecast_noise=0.0), loss_fn,
+                 stop_when=mark)
 
 
 def test_one_failure_at_min_lr_bounds_its_stage_only():
@@ -274,11 +277,22 @@ def test_failure_kinds_tell_noise_from_divergence():
     assert failure_kind([1.0, 1.0, 5.0, 6.0, 7.0], t, [1.0] * 100) == "explosion"
 
 
+def test_noisy_losses_under_the_default_forecast_noise_keep_the_same_limits():
+    """The scenario below with the default's assumed forecast error: other stages, the same guarantees."""
+    run = drive(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, seed=0), noisy, max_steps=30_000)
+    ctrl, messages = run.ctrl, run.messages
+    assert all(len(r["discarded"]) <= 3 for r in ctrl.history + [ctrl._record])
+    assert ctrl._max_lr == 1.0
+    assert not any("lower min_lr" in m for m in messages)
+    assert ctrl.kept_steps > 10_000
+
+
 def test_noisy_losses_roll_a_stage_back_at_most_3_times_and_never_pin_the_range():
     """Batches of one sample, no budget (30,000 steps). Before: stage 2 was rolled back 25 times in a row (and
     counting), max_lr pinned at min_lr=0.001 for good, 22 warnings "lower min_lr", 4075 of 30,000 steps kept.
     Now: at most 3 roll-backs per stage, max_lr untouched, the advice is divergence_factor, 14,840 kept."""
-    run = drive(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, seed=0), noisy, max_steps=30_000)
+    # forecast_noise=0: the scenario of the figures above (another assumed forecast error takes other stages)
+    run = drive(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, seed=0, forecast_noise=0.0), noisy, max_steps=30_000)
     ctrl, messages = run.ctrl, run.messages
     records = ctrl.history + [ctrl._record]
     assert [len(r["discarded"]) for r in records] == [0, 0, 3, 3]
