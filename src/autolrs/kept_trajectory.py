@@ -96,10 +96,18 @@ class KeptTrajectory(ControllerState):
 
     def _roll_back_lost_progress(self) -> Decision:
         r = cast(StageRecord, self._record)  # the stage in progress
-        reached = float(np.mean(self._keep_losses[-2 * (r["explore_steps"] or TAIL):]))
-        why = (f"the kept stage at lr {self.lr:.3g} went back to loss {reached:.4g} after {r['kept_steps']} steps, "
-               f"giving back the progress its {r['explore_steps']}-step trial had made (from "
-               f"{r['start_loss']:.4g} to {r['trial_loss']:.4g})")
+        window = r["explore_steps"] or TAIL
+        reached = float(np.mean(self._keep_losses[-2 * window:]))
+        trial, moved = f"its {r['explore_steps']}-step trial", f"(from {r['start_loss']:.4g} to {r['trial_loss']:.4g})"
+        last = float(np.mean(self._keep_losses[-window:]))
+        stalled = r["previous_lr"] is None and r["kept_steps"] >= r["tau"] and last < r["start_loss"]
+        if stalled:  # the first stage ended between its trial's level and its start: see safety.lost_progress
+            reached = last
+            why = (f"the kept stage at lr {self.lr:.3g} ended at loss {reached:.4g} after {r['kept_steps']} steps, "
+                   f"no lower than {trial} {moved}: the LR stalled the model")
+        else:
+            why = (f"the kept stage at lr {self.lr:.3g} went back to loss {reached:.4g} after {r['kept_steps']} "
+                   f"steps, giving back the progress {trial} had made {moved}")
         self._discard_keep(reached)
         return self._retry("rolled_back_lost_progress", why, self.lr, failure=None, persist=False)
 

@@ -80,6 +80,12 @@ def lost_progress(start: float, trial: float, recent: Sequence[float], *, first_
 
     * at the end of a stage (``recent``: its last window in the first stage, its last quarter later), the
       loss averages at or above the start loss: the stage made no progress at all;
+    * at the end of the first stage, the loss averages at or above the trial's level: the whole stage (ten
+      trials long by default), at the trial's LR from the same snapshot, got no further than the trial. On
+      fresh weights that is an LR at the edge of stability: the fastest short window, then a stall (MNIST-1D,
+      LR 0.36: 2.30 -> 1.92 in the 18-step trial, 1.94 after the 175-step stage, against ~0.9 at 0.32 on
+      the other seeds; the stalled network never caught up: 0.876 test accuracy against 0.94, and the
+      ablations that shared the stall ended at 0.38-0.91);
     * in the first stage (no LR that worked to go by), also during it: the loss is back more than three
       quarters of the way from the trial's level to the start loss (a dead network is stopped early).
 
@@ -92,6 +98,6 @@ def lost_progress(start: float, trial: float, recent: Sequence[float], *, first_
     level = float(np.mean(recent))
     if not math.isfinite(level):
         return False
-    if at_end and level >= start:
+    if at_end and level >= (trial if first_stage else start):
         return True
     return first_stage and level >= trial + 0.75 * gain
