@@ -96,11 +96,12 @@ class KeptTrajectory(ControllerState):
 
     def _roll_back_lost_progress(self) -> Decision:
         r = cast(StageRecord, self._record)  # the stage in progress
+        start = cast(float, r["start_loss"])  # lost progress is only tested with a start loss
         window = r["explore_steps"] or TAIL
         reached = float(np.mean(self._keep_losses[-2 * window:]))
-        trial, moved = f"its {r['explore_steps']}-step trial", f"(from {r['start_loss']:.4g} to {r['trial_loss']:.4g})"
+        trial, moved = f"its {r['explore_steps']}-step trial", f"(from {start:.4g} to {r['trial_loss']:.4g})"
         last = float(np.mean(self._keep_losses[-window:]))
-        stalled = r["previous_lr"] is None and r["kept_steps"] >= r["tau"] and last < r["start_loss"]
+        stalled = r["previous_lr"] is None and r["kept_steps"] >= r["tau"] and last < start
         if stalled:  # the first stage ended between its trial's level and its start: see safety.lost_progress
             reached = last
             why = (f"the kept stage at lr {self.lr:.3g} ended at loss {reached:.4g} after {r['kept_steps']} steps, "
