@@ -125,15 +125,15 @@ def test_resume_from_lightning_checkpoint_mid_search(tmp_path):
     checkpoints = pl.callbacks.ModelCheckpoint(tmp_path, every_n_train_steps=23, save_top_k=-1)
     fit(model, loader, [callback, recorder, checkpoints], enable_checkpointing=True, default_root_dir=tmp_path)
     assert callback.sched.steps_taken == T and callback.sched.config.total_steps == T
-    path = next(tmp_path.glob("*step=46.ckpt"))
+    path = next(tmp_path.glob("*step=23.ckpt"))  # the 6th candidate's 3rd step of the first stage's search
     state = torch.load(path, weights_only=False)["callbacks"]["AutoLRSCallback"]["autolrs"]
-    assert state["controller"]["phase"] == "explore" and state["controller"]["steps_taken"] == 46
+    assert state["controller"]["phase"] == "explore" and state["controller"]["steps_taken"] == 23
 
     callback2, recorder2 = AutoLRSCallback(**OPTIONS), Recorder()  # total_steps from max_steps
     resumed = Net()
     trainer = fit(resumed, loader, [callback2, recorder2], ckpt_path=str(path))
     assert trainer.global_step == T and callback2.sched.steps_taken == T
-    assert recorder2.lrs == recorder.lrs[46:]
+    assert recorder2.lrs == recorder.lrs[23:]
     assert torch.equal(params(resumed), params(model))
     assert callback2.sched.history == callback.sched.history
 
