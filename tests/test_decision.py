@@ -244,7 +244,8 @@ def test_lost_progress_needs_a_clear_trial_gain_and_judges_later_stages_on_their
 def test_a_first_stage_that_ends_no_lower_than_its_trial_has_stalled():
     """MNIST-1D, seed 2 (bench, 2026-12-07): LR 0.36 took the loss from 2.30 to 1.92 in its 18-step trial and
     the 175-step stage ended at 1.94; the network never caught up (test accuracy 0.876 against 0.94)."""
-    assert lost_progress(2.304, 1.921, [1.936] * 18, first_stage=True, at_end=True)
+    assert lost_progress(2.304, 1.921, [1.936] * 18, first_stage=True, at_end=True) == "stalled"
+    assert lost_progress(2.3, 1.9, [2.31] * 18, first_stage=True, at_end=True) == "gave_back"
     assert lost_progress(2.3, 1.9, [1.95] * 18, first_stage=True, at_end=True)  # a little above the trial
     # the healthy first stages of the bench got past their trial: MNIST-1D ~0.9, the Transformer 3.07 (trial
     # 3.31), the noisy quadratic 0.021 (trial 0.58)

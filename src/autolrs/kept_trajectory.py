@@ -17,7 +17,7 @@ from .controller_state import ControllerState
 from .decision import MAX_ROLLBACKS, TAIL, Decision, finite_or_none
 from .records import StageRecord, event
 from .choice import progress_t
-from .safety import lost_progress
+from .safety import LostProgress, lost_progress
 
 __all__ = ["KeptTrajectory"]
 
@@ -59,28 +59,28 @@ class KeptTrajectory(ControllerState):
             # The first stage is also checked at 4, 8, 16, ... windows: a dead network is stopped early.
             ratio = r["kept_steps"] // window
             if (r["kept_steps"] % window == 0 and ratio >= 4 and ratio & (ratio - 1) == 0
-                    and self._lost_progress(at_end=False)):
-                return self._roll_back_lost_progress()
+                    and (lost := self._lost_progress(at_end=False))):
+                return self._roll_back_lost_progress(lost)
             return Decision(self.lr, "keep")
         if val_loss is not None:
             r["loss_reached"] = finite_or_none(val_loss)
         else:
             r["loss_reached"] = finite_or_none(float(np.mean(self._keep_losses[-window:])))
-            if self._lost_progress(at_end=True):
-                return self._roll_back_lost_progress()
+            if lost := self._lost_progress(at_end=True):
+                return self._roll_back_lost_progress(lost)
         # Was the loss still falling at the end? The next stage holds this LR only if it was.
         r["progress_t"] = progress_t(self._keep_losses)
         return self._end_stage()
 
-    def _lost_progress(self, *, at_end: bool) -> bool:
+    def _lost_progress(self, *, at_end: bool) -> LostProgress:
         """:func:`~autolrs.safety.lost_progress` on this stage, when a roll-back could still be redone."""
         r = cast(StageRecord, self._record)  # the stage in progress
         start, trial = r["start_loss"], r["trial_loss"]
         if start is None or trial is None or r["objective"] != "train" or self._rollbacks >= MAX_ROLLBACKS:
-            return False
+            return None
         remaining = self._remaining()
         if remaining is not None and remaining < r["kept_steps"]:
-            return False  # too few steps left to redo the stage: its gain, however small, is kept
+            return None  # too few steps left to redo the stage: its gain, however small, is kept
         first_stage = r["previous_lr"] is None
         window = r["explore_steps"] or TAIL
         n = 2 * window
@@ -91,22 +91,20 @@ class KeptTrajectory(ControllerState):
             # wander as much as a trial gains, are judged on their last quarter.
             n = window if first_stage else max(n, r["kept_steps"] // 4)
         if len(self._keep_losses) < n:
-            return False
+            return None
         return lost_progress(start, trial, self._keep_losses[-n:], first_stage=first_stage, at_end=at_end)
 
-    def _roll_back_lost_progress(self) -> Decision:
+    def _roll_back_lost_progress(self, lost: LostProgress) -> Decision:
         r = cast(StageRecord, self._record)  # the stage in progress
-        start = cast(float, r["start_loss"])  # lost progress is only tested with a start loss
         window = r["explore_steps"] or TAIL
-        reached = float(np.mean(self._keep_losses[-2 * window:]))
-        trial, moved = f"its {r['explore_steps']}-step trial", f"(from {start:.4g} to {r['trial_loss']:.4g})"
-        last = float(np.mean(self._keep_losses[-window:]))
-        stalled = r["previous_lr"] is None and r["kept_steps"] >= r["tau"] and last < start
-        if stalled:  # the first stage ended between its trial's level and its start: see safety.lost_progress
-            reached = last
+        trial = f"its {r['explore_steps']}-step trial"
+        moved = f"(from {r['start_loss']:.4g} to {r['trial_loss']:.4g})"
+        if lost == "stalled":  # reached: the last window, the one the stall was judged on
+            reached = float(np.mean(self._keep_losses[-window:]))
             why = (f"the kept stage at lr {self.lr:.3g} ended at loss {reached:.4g} after {r['kept_steps']} steps, "
                    f"no lower than {trial} {moved}: the LR stalled the model")
         else:
+            reached = float(np.mean(self._keep_losses[-2 * window:]))
             why = (f"the kept stage at lr {self.lr:.3g} went back to loss {reached:.4g} after {r['kept_steps']} "
                    f"steps, giving back the progress {trial} had made {moved}")
         self._discard_keep(reached)

@@ -8,17 +8,21 @@ whenever a forecast overshot).
 from __future__ import annotations
 
 import math
-from typing import Sequence, cast
+from typing import Literal, Optional, Sequence, cast
 
 import numpy as np
 
-__all__ = ["SPIKE_RATE", "divergence_threshold", "diverged", "failure_kind", "lost_progress"]
+__all__ = ["SPIKE_RATE", "LostProgress", "divergence_threshold", "diverged", "failure_kind", "lost_progress"]
 
 # A trial that gained less than this share of the start loss made no clear progress to lose: 10% in a
 # later stage (a converging loss wanders by about that much), 2% in the first, from fresh weights, where
 # a 10-step trial of an LR that then kills the network gained 6-8% (MNIST-1D, measured).
 MIN_GAIN = 0.1
 MIN_GAIN_FIRST = 0.02
+
+# How a kept stage lost its trial's progress: it went back toward the start loss, or (the first stage) it
+# ended no lower than the trial had got.
+LostProgress = Optional[Literal["gave_back", "stalled"]]
 
 
 def divergence_threshold(start_loss: float | None, factor: float) -> float | None:
@@ -70,8 +74,9 @@ def failure_kind(losses: Sequence[float | None], threshold: float | None, refere
     return "noise"
 
 
-def lost_progress(start: float, trial: float, recent: Sequence[float], *, first_stage: bool, at_end: bool) -> bool:
-    """Whether a kept stage has given back the progress its candidate's trial had made.
+def lost_progress(start: float, trial: float, recent: Sequence[float], *, first_stage: bool,
+                  at_end: bool) -> LostProgress:
+    """Whether (and how) a kept stage has lost the progress its candidate's trial had made: None if it has not.
 
     The kept stage replays the chosen candidate's LR from the same snapshot, so it should get at least as
     far as the trial did. An LR that drops the loss fastest in a short window can then stall the model or
@@ -79,25 +84,28 @@ def lost_progress(start: float, trial: float, recent: Sequence[float], *, first_
     gained at least ``MIN_GAIN`` of the start loss (``MIN_GAIN_FIRST`` in the first stage), and then:
 
     * at the end of a stage (``recent``: its last window in the first stage, its last quarter later), the
-      loss averages at or above the start loss: the stage made no progress at all;
-    * at the end of the first stage, the loss averages at or above the trial's level: the whole stage (ten
+      loss averages at or above the start loss: the stage made no progress at all (``"gave_back"``);
+    * at the end of the first stage (``"stalled"``), the loss averages at or above the trial's level: the whole stage (ten
       trials long by default), at the trial's LR from the same snapshot, got no further than the trial. On
       fresh weights that is an LR at the edge of stability: the fastest short window, then a stall (MNIST-1D,
       LR 0.36: 2.30 -> 1.92 in the 18-step trial, 1.94 after the 175-step stage, against ~0.9 at 0.32 on
       the other seeds; the stalled network never caught up: 0.876 test accuracy against 0.94, and the
       ablations that shared the stall ended at 0.38-0.91);
     * in the first stage (no LR that worked to go by), also during it: the loss is back more than three
-      quarters of the way from the trial's level to the start loss (a dead network is stopped early).
+      quarters of the way from the trial's level to the start loss (a dead network is stopped early;
+      ``"gave_back"``).
 
     A converging model's loss wanders by as much as a short trial gains (measured on the noisy quadratic,
     where a looser test fired on fluctuations), so later stages are judged on their long end average only.
     """
     gain = start - trial
     if gain < (MIN_GAIN_FIRST if first_stage else MIN_GAIN) * abs(start) or not len(recent):
-        return False
+        return None
     level = float(np.mean(recent))
     if not math.isfinite(level):
-        return False
-    if at_end and level >= (trial if first_stage else start):
-        return True
-    return first_stage and level >= trial + 0.75 * gain
+        return None
+    if at_end and level >= start:
+        return "gave_back"
+    if at_end and first_stage and level >= trial:
+        return "stalled"
+    return "gave_back" if first_stage and level >= trial + 0.75 * gain else None
