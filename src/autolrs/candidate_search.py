@@ -64,7 +64,7 @@ class CandidateSearch(ControllerState):
         lo, hi = self._search_range()
         self._search = BayesianSearch(lo, hi, kappa=cfg.kappa, seed=_stage_seed(cfg.seed, self._stage, self._attempt),
                                       first_lr=self._warm_lr(), initial=self._grid(),
-                                      noise=cfg.forecast_noise if cfg.loss_floor is not None else 0.0)
+                                      noise=cfg.search_noise)
         cast(StageRecord, self._record).update({"min_lr": lo, "max_lr": hi})  # called during a stage only
         self.phase = "explore"
         return self._start_candidate(restore=restore, snapshot=snapshot)

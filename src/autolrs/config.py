@@ -293,6 +293,12 @@ class AutoLRSConfig:
         return int(round(self.decay_fraction * self.total_steps))
 
     @property
+    def search_noise(self) -> float:
+        """The forecast error the GP assumes (``forecast_noise``); none without a ``loss_floor``, where the
+        objective is the raw forecast, with no relative scale."""
+        return self.forecast_noise if self.loss_floor is not None else 0.0
+
+    @property
     def explore_ratio(self) -> float | None:
         """``tau' / tau`` kept as the stages grow (proportional windows), or None (fixed windows)."""
         return None if self.search_ratio is None else cast(int, self.explore_steps) / cast(int, self.stage_steps)

@@ -67,9 +67,14 @@ class StatePersistence(ControllerState):
         check_controller_state(state, self.config.loss_floor)
         if state["search"] is not None:
             try:
-                BayesianSearch.from_state_dict(copy.deepcopy(state["search"]))
+                search = BayesianSearch.from_state_dict(copy.deepcopy(state["search"]))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"This autolrs state's search cannot be rebuilt: {error}") from None
+            # The search's noise comes from the configuration: a state where they differ (a search without
+            # its noise under a config with one) is corrupt, and resuming it would change the run.
+            if search.noise != self.config.search_noise:
+                raise ValueError(f"This autolrs state's search assumes a forecast error of {search.noise!r}, but "
+                                 f"its configuration {self.config.search_noise!r}: the state is corrupt.")
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
