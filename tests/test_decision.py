@@ -138,9 +138,29 @@ def test_decay_phase_falls_linearly_to_zero_from_the_last_stage_lr(default_run, 
     lrs = [d.lr for d in decisions[2800:4000]]
     assert all(d.phase == "decay" for d in decisions[2800:4000])
     n = cfg.decay_steps
+    assert cfg.decay_shape == "linear"
     assert lrs == pytest.approx([decay["lr"] * (n - i) / (n + 1) for i in range(n)])
     assert decisions[2800].snapshot  # a divergence in the decay can be rolled back
     assert all(r["kind"] == "search" for r in paper_run.history)  # no decay phase: ends on a kept stage
+
+
+def test_decay_shapes_and_their_validation():
+    assert [stages.decay_lr(1.0, 3, i, "linear") for i in range(3)] == pytest.approx([0.75, 0.5, 0.25])
+    assert [stages.decay_lr(1.0, 3, i, "1-sqrt") for i in range(3)] == pytest.approx([0.5, 1 - 0.5**0.5, 1 - 0.75**0.5])
+    assert stages.decay_lr(0.2, 1000, 999, "1-sqrt") > 0  # never exactly 0
+    assert AutoLRSConfig(min_lr=1e-3, max_lr=1.0).decay_shape == "linear"
+    assert AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper").decay_shape == "linear"
+    with pytest.raises(ValueError, match="decay_shape must be one of 'linear', '1-sqrt', but got 'cosine'"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, decay_shape="cosine")
+    with pytest.raises(TypeError, match="decay_shape must be a str"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, decay_shape=0.5)
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, decay_shape="1-sqrt", seed=0)
+    ctrl, decisions = run(cfg, bowl)
+    lrs = [d.lr for d in decisions if d.phase == "decay"]
+    n, lr = cfg.decay_steps, ctrl.history[-1]["lr"]
+    assert n == 300 and lr == ctrl.history[-2]["lr"]
+    assert lrs == pytest.approx([lr * (1 - math.sqrt((i + 1) / (n + 1))) for i in range(n)])
+    assert lrs[n // 4] == pytest.approx(lr / 2, rel=0.01)  # half the LR a quarter of the way in
 
 
 def test_decay_that_diverges_restarts_from_half_the_lr_on_the_decay_snapshot():

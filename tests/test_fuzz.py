@@ -51,7 +51,7 @@ def test_controller_survives_any_losses(cfg, losses, val_losses):
         assert math.isfinite(decision.lr)
         if decision.phase == "warmup":
             assert 0 < decision.lr <= cfg.warmup_lr
-        elif decision.phase == "decay":  # linearly to zero from the last stage's LR
+        elif decision.phase == "decay":  # to zero from the last stage's LR
             assert 0 < decision.lr <= cfg.max_lr * (1 + 1e-9)
         else:
             assert cfg.min_lr * (1 - 1e-9) <= decision.lr <= cfg.max_lr * (1 + 1e-9)

@@ -103,6 +103,19 @@ def test_a_state_saved_before_forecast_noise_existed_resumes_only_as_it_ran():
     assert as_it_ran.fingerprint() == ctrl.fingerprint()
 
 
+def test_a_state_saved_before_decay_shape_existed_resumes_only_with_its_linear_decay():
+    ctrl = drive(small_config(candidates=3, total_steps=None, warmup_steps=0, seed=1),
+                 lambda ctrl, fake: distance_loss(fake.state, fake.lr))  # paper preset: linear decay
+    state = copy.deepcopy(ctrl.state_dict())
+    del state["config"]["decay_shape"]  # the previous release's config, whose decay was linear
+    sqrt = AutoLRSConfig.from_dict({**ctrl.config.to_dict(), "decay_shape": "1-sqrt"})
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['decay_shape'\]\)"):
+        StageController(sqrt).load_state_dict(state)
+    as_it_ran = StageController(ctrl.config)
+    as_it_ran.load_state_dict(state)
+    assert as_it_ran.fingerprint() == ctrl.fingerprint()
+
+
 def test_a_state_of_the_previous_version_with_text_events_is_upgraded():
     ctrl = lost_progress_run()
     state = copy.deepcopy(ctrl.state_dict())

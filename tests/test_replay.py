@@ -174,8 +174,22 @@ def test_replay_stretched_x2_has_twice_the_steps_and_the_same_lr_levels(finished
             assert span[-1] == found["lr"] and span[0] == pytest.approx(found["lr"] / len(span))
         else:  # linear to zero over the stretched decay, from the same LR
             m = len(span)
+            assert found["shape"] == "linear"
             assert span == pytest.approx([found["lr"] * (m - i) / (m + 1) for i in range(m)], rel=1e-12)
     assert sorted({s["lr"] for s in schedule["segments"]}) == sorted({s["lr"] for s in replay.segments})
+
+
+def test_a_decay_replays_in_its_shape_and_linearly_without_one(finished_run):
+    schedule = json.loads(json.dumps(finished_run[0].found_schedule()))
+    decay = schedule["segments"][-1]
+    assert decay["kind"] == "decay"
+    n, start, steps = decay["length"], decay["start"], decay["steps"]
+    decay["shape"] = "1-sqrt"  # a run with decay_shape="1-sqrt"
+    assert replay_lrs(schedule)[start:start + steps] == pytest.approx(
+        [decay["lr"] * (1 - math.sqrt((i + 1) / (n + 1))) for i in range(steps)], rel=1e-12)
+    del decay["shape"]  # the format before shapes: its decays were linear
+    assert replay_lrs(schedule)[start:start + steps] == pytest.approx(
+        [decay["lr"] * (n - i) / (n + 1) for i in range(steps)], rel=1e-12)
 
 
 def test_replay_shrunk_and_past_its_end(finished_run):
@@ -232,6 +246,10 @@ def test_replay_rejects_bad_input(finished_run):
     broken = json.loads(json.dumps(schedule))
     broken["segments"][0]["lr"] = float("nan")
     with pytest.raises(ValueError, match="finite lr"):
+        ReplayLR(optimizer, broken)
+    broken = json.loads(json.dumps(schedule))
+    broken["segments"][-1]["shape"] = "cosine"
+    with pytest.raises(ValueError, match="shape='cosine'; expected one of"):
         ReplayLR(optimizer, broken)
     optimizer.param_groups[0]["lr"] = 0.0
     with pytest.raises(ValueError, match="must be > 0"):

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         t = record["trace"]
         trace = [(s, p, lr, float("nan") if loss is None else loss)
                  for s, p, lr, loss in zip(t["step"], t["phase"], t["lr"], t["loss"])]
-    plot_run(output, record["history"], trace)
+    decays = [s for s in (schedule or {}).get("segments", []) if s.get("kind") == "decay"]
+    plot_run(output, record["history"], trace, decay_shape=decays[0].get("shape", "linear") if decays else "linear")
     print(stage_table(record["history"]))
     print(f"wrote {output}")
     return 0

@@ -6,7 +6,7 @@ Notation (docs/algorithm.md): a stage keeps ``tau`` steps at one LR; before them
     warmup   linear LR warmup, not searched (optional)
     explore  candidate i of the stage runs from S0; ends after tau' steps or at once on divergence
     keep     the chosen LR runs tau steps from S0: the kept trajectory
-    decay    the last ``decay_fraction`` of the budget: the LR falls linearly to zero, no search
+    decay    the last ``decay_fraction`` of the budget: the LR falls to zero (``decay_shape``), no search
     done     the step budget is spent; the model is on a kept state
 
 After every optimizer step the driver reports the loss of that step to :meth:`StageController.step`, which

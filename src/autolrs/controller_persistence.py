@@ -55,6 +55,8 @@ class StatePersistence(ControllerState):
         saved, ours = state.get("config"), self.config.to_dict()
         if isinstance(saved, dict) and "forecast_noise" not in saved:  # saved before the option: no added noise
             saved = {**saved, "forecast_noise": 0.0}
+        if isinstance(saved, dict) and "decay_shape" not in saved:  # saved before the option: linear decay
+            saved = {**saved, "decay_shape": "linear"}
         if saved != ours:
             diff = sorted(k for k in ours if not isinstance(saved, dict) or saved.get(k) != ours[k])
             raise ValueError(

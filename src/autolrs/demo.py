@@ -192,7 +192,7 @@ def run_demo(steps: int = 4000, seed: int = 0, out: str | Path = "autolrs-demo",
                   "loss": [t[3] for t in trace]},
     }
     json_path = write_json(out / "demo.json", **record)
-    png_path = plot_run(out / "demo.png", sched.history, trace,
+    png_path = plot_run(out / "demo.png", sched.history, trace, decay_shape=sched.config.decay_shape,
                         title=f"autolrs on MNIST-1D: test accuracy {autolrs_acc:.3f} (constant {constant_lr}: "
                               f"{constant_acc:.3f})")
 

@@ -2,7 +2,7 @@
 
 A mixin of :class:`~autolrs.controller.StageController`. A kept stage that diverges or gives back its trial's
 progress is rolled back (:class:`~autolrs.rollback.RollBack`); the last ``decay_fraction`` of the budget
-decays linearly to zero from the last stage's LR.
+decays to zero from the last stage's LR (``decay_shape``).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class KeptTrajectory(ControllerState):
 
     # -- decay phase -------------------------------------------------------------------------------
     def _begin_decay(self) -> Decision:
-        """The rest of the budget: the LR falls linearly from the last stage's LR to zero, no search.
+        """The rest of the budget: the LR falls from the last stage's LR to zero (``decay_shape``), no search.
 
         A short remainder with ``decay_fraction=0`` keeps the last LR instead. The phase starts from a
         snapshot, so that a divergence (unlikely: the LR only falls) is rolled back and the decay restarted
@@ -157,7 +157,7 @@ class KeptTrajectory(ControllerState):
         lr = cast(float, r["lr"])  # _begin_decay set the phase's LR
         if r["kind"] == "hold":
             return lr
-        return stages.decay_lr(lr, r["tau"], r["kept_steps"])
+        return stages.decay_lr(lr, r["tau"], r["kept_steps"], self.config.decay_shape)
 
     def _decay_step(self, loss: float) -> Decision:
         r = cast(StageRecord, self._record)  # the stage in progress

@@ -10,19 +10,20 @@ the run's ``kept_steps``. It is plain data (:func:`schedule_from_history`, ``Aut
      "kept_steps": 3480,     # len(lrs)
      "lrs": [...],           # the LR of each kept step (the first param group's)
      "segments": [{"kind": "warmup" | "stage" | "hold" | "decay", "stage": 0, "start": 0, "steps": 175,
-                   "length": 175, "lr": 0.21, "start_step": 45}, ...]}
+                   "length": 175, "lr": 0.21, "start_step": 45}, ...]}  # a decay also has "shape"
 
 A segment covers kept steps ``start .. start + steps - 1`` (``start_step``: where it began in the run,
 search included). Its ``i``-th step runs at ``lr * (i + 1) / length`` (warmup, up to ``lr``), ``lr``
-(a stage's kept phase, or the ``hold`` of a budget too short for a last search) or
-``lr * (length - i) / (length + 1)`` (the decay, linearly to zero), exactly the controller's formulas;
+(a stage's kept phase, or the ``hold`` of a budget too short for a last search) or, for the decay,
+``lr (1 - sqrt(x))`` (``"shape": "1-sqrt"``) or ``lr (1 - x)`` (``"linear"``, the default of a segment
+without a shape) with ``x = (i + 1) / (length + 1)``, exactly the controller's formulas;
 ``length`` is the phase's planned length (a run stopped early may keep fewer steps). ``lrs`` is these
 values, for reading; a replay recomputes them from the segments.
 
 :class:`ReplayLR` replays it, optionally stretched to another budget: every segment boundary ``b`` moves to
 ``round(b * total_steps / kept_steps)``, each stage's LR stays constant over its stretched span (piecewise
-constant by stage) and the warmup and the decay stay linear over theirs (a complete decay still falls to
-zero at the new end). At ``total_steps=kept_steps`` the replay is step-for-step the found schedule.
+constant by stage) and the warmup and the decay keep their shapes over theirs (a complete decay still falls
+to zero at the new end). At ``total_steps=kept_steps`` the replay is step-for-step the found schedule.
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ def schedule_from_history(history: list[StageRecord], config: AutoLRSConfig, *, 
     def add(kind: str, stage: int | None, start_step: int, steps: int, lr: float, length: int) -> None:
         nonlocal covered
         if steps > 0:
-            segments.append({"kind": kind, "stage": stage, "start": covered, "steps": steps, "length": length,
-                             "lr": float(lr), "start_step": start_step})
+            segment: dict[str, Any] = {"kind": kind, "stage": stage, "start": covered, "steps": steps, "length": length,
+                       "lr": float(lr), "start_step": start_step}
+            if kind == "decay":
+                segment["shape"] = config.decay_shape
+            segments.append(segment)
             covered += steps
 
     # Every stage starts after the whole warmup; a run stopped in its warmup kept only the steps it took.
@@ -103,7 +107,7 @@ def _segment_lr(segment: dict[str, Any], i: int) -> float:
     if kind == "warmup":
         return stages.warmup_lr(lr, length, i)
     if kind == "decay":
-        return stages.decay_lr(lr, length, i)
+        return stages.decay_lr(lr, length, i, segment.get("shape", "linear"))
     return lr
 
 
@@ -139,6 +143,8 @@ def check_schedule(schedule: object) -> None:
         lr = s.get("lr")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
             raise ValueError(f"{what} has lr={lr!r}; expected a finite lr >= 0.")
+        if s["kind"] == "decay" and s.get("shape", "linear") not in stages.DECAY_SHAPES:
+            raise ValueError(f"{what} has shape={s['shape']!r}; expected one of {list(stages.DECAY_SHAPES)}.")
         start += s["steps"]
     if start != kept or ("lrs" in schedule and len(schedule["lrs"]) != kept):
         raise ValueError(f"The schedule's segments cover {start} steps and its lrs "

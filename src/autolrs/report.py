@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
+from . import stages
 from .records import Candidate, Event, StageRecord
 
 if TYPE_CHECKING:
@@ -97,13 +98,14 @@ def candidate_steps(record: StageRecord) -> Iterable[tuple[int, Candidate]]:
 
 
 def plot_run(path: str | Path, history: Sequence[StageRecord], trace: Sequence[Sequence[Any]] | None = None,
-             title: str = "autolrs") -> Path:
+             title: str = "autolrs", decay_shape: str = "linear") -> Path:
     """Plot LR and loss against the optimizer step (search included) and save a PNG.
 
     Args:
         path: the PNG to write.
         history: :attr:`AutoLRS.history`.
         trace: optional ``(step, phase, lr, loss)`` rows, one per optimizer step.
+        decay_shape: the run's ``AutoLRSConfig.decay_shape`` (how its decay phase fell).
     """
     try:
         import matplotlib
@@ -127,9 +129,12 @@ def plot_run(path: str | Path, history: Sequence[StageRecord], trace: Sequence[S
             any_discarded = True
         if r["lr"] is not None and r["keep_start_step"] is not None:
             start, end = r["keep_start_step"], r["keep_start_step"] + r["kept_steps"]
-            if r.get("kind") == "decay":  # linearly to zero over the phase
-                ax_lr.plot([start, end], [r["lr"], r["lr"] / (r["tau"] + 1)], color="tab:purple", lw=2.5,
-                           label="decay phase")
+            if r.get("kind") == "decay":  # to zero over the phase, in the run's shape
+                n = max(1, r["kept_steps"])
+                points = sorted({*range(0, n, max(1, n // 200)), n - 1})
+                ax_lr.plot([start + i for i in points],
+                           [stages.decay_lr(r["lr"], r["tau"], i, decay_shape) for i in points],
+                           color="tab:purple", lw=2.5, label="decay phase")
             else:
                 ax_lr.plot([start, end], [r["lr"], r["lr"]], color="tab:blue", lw=2.5,
                            label="kept stage" if r["stage"] == 0 else None)

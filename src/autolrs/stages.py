@@ -112,8 +112,17 @@ def warmup_lr(peak: float, steps: int, i: int) -> float:
     return peak * (i + 1) / steps
 
 
-def decay_lr(lr: float, steps: int, i: int) -> float:
-    """The LR of the ``i``-th of ``steps`` decay steps: linear from ``lr`` towards zero, never exactly 0."""
+DECAY_SHAPES = ("linear", "1-sqrt")
+
+
+def decay_lr(lr: float, steps: int, i: int, shape: str = "linear") -> float:
+    """The LR of the ``i``-th of ``steps`` decay steps, from ``lr`` towards zero, never exactly 0.
+
+    ``shape``: ``"linear"``, ``lr (1 - x)``, or ``"1-sqrt"``, ``lr (1 - sqrt(x))``, with
+    ``x = (i + 1) / (steps + 1)`` the fraction of the phase done (Hägele et al., 2024: the "1-sqrt" cooldown).
+    """
+    if shape == "1-sqrt":
+        return lr * (1.0 - math.sqrt((i + 1) / (steps + 1)))
     return lr * (steps - i) / (steps + 1)
 
 
