@@ -79,10 +79,12 @@ class KeptTrajectory(ControllerState):
         """Whether a kept phase's failed divergence test was spikes of batch noise, to be kept: the losses
         fell back between spikes (:func:`~autolrs.safety.failure_kind` ``"noise"``), and over the last two
         windows they sit below the threshold (median): the level did not rise, only some batches did."""
-        r = cast(StageRecord, self._record)  # the stage in progress
         threshold = self._threshold()
+        if failure != "noise" or threshold is None:
+            return False
+        r = cast(StageRecord, self._record)  # the stage in progress
         recent = [x for x in self._keep_losses[-2 * (r["explore_steps"] or TAIL):] if math.isfinite(x)]
-        return failure == "noise" and threshold is not None and float(np.median(recent)) <= threshold
+        return float(np.median(recent)) <= threshold
 
     def _keep_noise(self) -> None:
         """Spikes of batch noise (:meth:`_spikes_only`) stay on the kept trajectory: no roll-back, one event

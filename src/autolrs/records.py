@@ -17,7 +17,7 @@ EventKind = Literal[
     "rolled_back_diverged",       # the kept stage diverged: back to the snapshot
     "rolled_back_lost_progress",  # the kept stage gave back its trial's progress: back to the snapshot
     "decay_restarted",            # the decay phase diverged: restarted from half the LR
-    "spikes_kept",                # past the roll-back limit, finite spikes stay on the kept trajectory
+    "spikes_kept",                # finite spikes stay on the kept trajectory: batch noise, or past the roll-back limit
     "range_collapsed",            # every LR above min_lr failed earlier: min_lr kept without a search
     "no_search",                  # an LR kept without a (new) search
     "stopped",                    # the run finished (finalize() or budget) during this stage
