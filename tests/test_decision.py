@@ -236,6 +236,44 @@ def test_the_default_stage_choice_follows_the_gp_posterior_to_the_best_lr(defaul
             assert abs(math.log10(r["lr"]) + 1.0) < 0.3  # near the bowl's 0.1
 
 
+def dying(state, lr):
+    """LRs above 0.5 raise the loss from the start (a network they kill); below, the best LR is 0.3."""
+    if lr > 0.5:
+        return 2.65 + 0.004 * state
+    return 0.5 + 0.3 * abs(math.log10(lr / 0.3)) + 1.8 * math.exp(-0.02 * state)
+
+
+@pytest.mark.parametrize("choose_by, tolerance", [("posterior", 0.3), ("forecast", 1.0)])
+def test_a_candidate_forecast_above_the_start_is_never_chosen_while_another_makes_progress(choose_by, tolerance):
+    # A tolerance takes the largest LR whose score is near the best; the objective compresses a failure's
+    # excess tenfold and the posterior smooths it toward its neighbours, so LR 1.0 (forecast 2.72 from a
+    # start of 2.60) scored within it and was kept: the network died in the first stage and no roll-back saw
+    # it (its trial had gained nothing to give back).
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=2000, seed=0, tolerance=tolerance,
+                        choose=choose_by)
+    ctrl, _ = run(cfg, dying)
+    first = ctrl.history[0]
+    by_lr = {round(c["lr"], 6): c["forecast"] for c in first["candidates"]}
+    assert by_lr[1.0] > first["start_loss"]  # the failure was measured
+    assert first["lr"] == pytest.approx(10 ** -0.5)  # the largest LR within tolerance that makes progress
+    assert first["forecast"] < first["start_loss"]
+    assert all(r["lr"] < 0.5 for r in ctrl.history)  # later stages search around it
+
+
+def test_when_every_candidate_is_forecast_above_the_start_the_best_score_is_still_chosen():
+    # A plateau (every LR's window ends above the stage's start): no candidate is set aside, the choice is
+    # the usual one, the LR of the lowest score.
+    def plateau(state, lr):
+        return 2.0 + 0.001 * state * (1.0 + abs(math.log10(lr / 0.03)))
+
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0)
+    ctrl, _ = run(cfg, plateau)
+    first = ctrl.history[0]
+    valid = [c for c in first["candidates"] if not c["diverged"]]
+    assert all(c["forecast"] > first["start_loss"] for c in valid)
+    assert abs(math.log10(first["lr"] / 0.03)) < 0.5
+
+
 # -- failure tests ----------------------------------------------------------------------------------------
 def test_divergence_is_a_windowed_median_not_one_spike():
     threshold = divergence_threshold(1.0, 4.0)
@@ -295,7 +333,7 @@ def test_a_first_stage_that_stalls_after_its_trial_is_rolled_back_and_redone_low
     assert failed["lr"] >= 0.5 and failed["steps"] == first["tau"]  # judged at the stage's end
     assert [e["kind"] for e in first["events"]] == ["rolled_back_lost_progress"]
     assert first["lr"] < 0.5 and first["loss_reached"] < first["start_loss"]
-    assert all(r["lr"] < 0.5 for r in ctrl.history)
+    assert all(r["lr"] < 0.5 for r in ctrl.history)  # later stages search around it
 
 
 def dying_network(slope, dead_from, dead_loss):
@@ -317,7 +355,7 @@ def test_a_first_stage_whose_network_dies_is_rolled_back_early_and_redone_lower(
     [failed] = first["discarded"]
     assert failed["lr"] >= 0.5 and failed["steps"] == 4 * cfg.explore_steps  # stopped after 4 windows
     assert first["lr"] < 0.5 and first["loss_reached"] < 2.0
-    assert all(r["lr"] < 0.5 for r in ctrl.history)
+    assert all(r["lr"] < 0.5 for r in ctrl.history)  # later stages search around it
 
 
 def test_a_first_stage_that_ends_above_its_start_after_a_small_trial_gain_is_rolled_back():

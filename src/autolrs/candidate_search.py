@@ -149,9 +149,23 @@ class CandidateSearch(ControllerState):
         (``"forecast"``, the reference code); :func:`~autolrs.choice.choose` takes the largest LR within
         ``tolerance`` of the best; on the posterior, :func:`~autolrs.choice.hold` keeps the previous stage's
         LR unless that choice is clearly better (``hold_sigmas``, ``progress_sigmas``).
+
+        In the first stage, a candidate forecast to end the stage no lower than its start loss failed by its
+        own measure: on fresh weights every workable LR lowers the loss. While another is forecast to make
+        progress it is not chosen, whatever its score. The posterior smooths it toward its neighbours and
+        ``tolerance`` takes the largest LR near the best score, so together they could keep an LR whose own
+        window went up: MNIST-1D with ``tolerance=0.1`` kept LR 1.0 (forecast 2.62 from a start of 2.30, its
+        neighbour 0.36 forecast 1.83), killed the network and ended at chance; no roll-back saw it, its trial
+        had gained nothing to give back. Later stages are left alone: near convergence a forecast wanders
+        above the start as often as below, and setting such LRs aside would undo the hold.
         """
         cfg = self.config
         valid = [x for x in candidates if not x["diverged"] and x["lr"] <= self._hi * (1 + 1e-9)]
+        start, r = self._start_loss, cast(StageRecord, self._record)  # called during a stage only
+        # The start is a training loss: a validation forecast is on another footing.
+        if start is not None and math.isfinite(start) and r["previous_lr"] is None and r["objective"] == "train":
+            progress = [x for x in valid if cast(float, x["forecast"]) < start]  # not diverged: forecast
+            valid = progress or valid
         if not valid:
             return None
         lrs, log_scale = [x["lr"] for x in valid], cfg.loss_floor is not None
