@@ -175,6 +175,12 @@ def check_controller_state(state: Any, loss_floor: float | None) -> None:
                          "candidate or the search.")
     if phase in ("keep", "decay") and record is None:
         raise ValueError(f"This autolrs state is corrupt: it is in a {phase} phase but has no stage record.")
+    if record is not None:
+        # A candidate of the stage in progress closed either diverged or forecast: the choice reads its forecast.
+        for i, closed in enumerate(record["candidates"]):
+            if not closed["diverged"] and closed["forecast"] is None and not closed.get("interrupted"):
+                _fail(f"state.record.candidates[{i}].forecast", None,
+                      "the forecast of a candidate that closed without diverging")
     if candidate is not None and any(x is None for x in candidate["losses"]):
         _fail("state.candidate.losses", candidate["losses"], "the finite losses of a candidate still running")
 
