@@ -236,7 +236,7 @@ def test_the_default_stage_choice_follows_the_gp_posterior_to_the_best_lr(defaul
             assert abs(math.log10(r["lr"]) + 1.0) < 0.3  # near the bowl's 0.1
 
 
-def dying(state, lr):
+def killed_above_half(state, lr):
     """LRs above 0.5 raise the loss from the start (a network they kill); below, the best LR is 0.3."""
     if lr > 0.5:
         return 2.65 + 0.004 * state
@@ -251,7 +251,7 @@ def test_a_candidate_forecast_above_the_start_is_never_chosen_while_another_make
     # it (its trial had gained nothing to give back).
     cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=2000, seed=0, tolerance=tolerance,
                         choose=choose_by)
-    ctrl, _ = run(cfg, dying)
+    ctrl, _ = run(cfg, killed_above_half)
     first = ctrl.history[0]
     by_lr = {round(c["lr"], 6): c["forecast"] for c in first["candidates"]}
     assert by_lr[1.0] > first["start_loss"]  # the failure was measured
@@ -333,7 +333,7 @@ def test_a_first_stage_that_stalls_after_its_trial_is_rolled_back_and_redone_low
     assert failed["lr"] >= 0.5 and failed["steps"] == first["tau"]  # judged at the stage's end
     assert [e["kind"] for e in first["events"]] == ["rolled_back_lost_progress"]
     assert first["lr"] < 0.5 and first["loss_reached"] < first["start_loss"]
-    assert all(r["lr"] < 0.5 for r in ctrl.history)  # later stages search around it
+    assert all(r["lr"] < 0.5 for r in ctrl.history)
 
 
 def dying_network(slope, dead_from, dead_loss):
@@ -355,7 +355,7 @@ def test_a_first_stage_whose_network_dies_is_rolled_back_early_and_redone_lower(
     [failed] = first["discarded"]
     assert failed["lr"] >= 0.5 and failed["steps"] == 4 * cfg.explore_steps  # stopped after 4 windows
     assert first["lr"] < 0.5 and first["loss_reached"] < 2.0
-    assert all(r["lr"] < 0.5 for r in ctrl.history)  # later stages search around it
+    assert all(r["lr"] < 0.5 for r in ctrl.history)
 
 
 def test_a_first_stage_that_ends_above_its_start_after_a_small_trial_gain_is_rolled_back():
