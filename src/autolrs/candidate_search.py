@@ -17,7 +17,7 @@ from typing import Literal, cast
 import numpy as np
 import numpy.typing as npt
 
-from .choice import choose, hold, objective
+from .choice import choose, hold, lowest_near_best, objective
 from .controller_state import ControllerState
 from .decision import LR_RTOL, Decision, finite_or_none
 from .forecast import forecast_loss
@@ -148,7 +148,9 @@ class CandidateSearch(ControllerState):
         its white-noise term shrinks a lucky forecast toward its neighbours) or its own forecast
         (``"forecast"``, the reference code); :func:`~autolrs.choice.choose` takes the largest LR within
         ``tolerance`` of the best; on the posterior, :func:`~autolrs.choice.hold` keeps the previous stage's
-        LR unless that choice is clearly better (``hold_sigmas``, ``progress_sigmas``).
+        LR unless that choice is clearly better (``hold_sigmas``, ``progress_sigmas``). In the first stage
+        :func:`~autolrs.choice.lowest_near_best` lowers the choice to the smallest LR whose own forecast is
+        within ``first_tolerance`` of the best (fresh weights bias short windows toward high LRs).
 
         In the first stage, a candidate forecast to end the stage no lower than its start loss failed by its
         own measure: on fresh weights every workable LR lowers the loss. While another is forecast to make
@@ -178,6 +180,12 @@ class CandidateSearch(ControllerState):
         search.fit()
         scores, cov = search.posterior([search.to_unit(lr) for lr in lrs], return_cov=True)
         index = choose(lrs, scores, cfg.tolerance, log_scale=log_scale)
+        if r["previous_lr"] is None and self._rollbacks == 0:
+            # Fresh weights: the windows' bias toward high LRs (first_tolerance). After a roll-back the LRs
+            # that failed are out of range and the rest barely moved: their plateau is one of no progress.
+            own = [objective(cast(float, x["forecast"]), self._start_loss, cfg.loss_floor) for x in valid]
+            at_start = None if start is None else objective(start, start, cfg.loss_floor)
+            index = lowest_near_best(lrs, own, index, cfg.first_tolerance, log_scale=log_scale, start=at_start)
         previous = self._held_candidate(lrs)
         return valid[index if previous is None else hold(previous, index, scores, cov, cfg.hold_sigmas)]
 

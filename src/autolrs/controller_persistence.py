@@ -57,6 +57,8 @@ class StatePersistence(ControllerState):
             saved = {**saved, "forecast_noise": 0.0}
         if isinstance(saved, dict) and "decay_shape" not in saved:  # saved before the option: linear decay
             saved = {**saved, "decay_shape": "linear"}
+        if isinstance(saved, dict) and "first_tolerance" not in saved:  # saved before the option: no first-stage rule
+            saved = {**saved, "first_tolerance": 0.0}
         if saved != ours:
             diff = sorted(k for k in ours if not isinstance(saved, dict) or saved.get(k) != ours[k])
             raise ValueError(
