@@ -11,7 +11,7 @@ import pytest
 
 from autolrs import AutoLRSConfig, StageController
 from autolrs import stages
-from autolrs.choice import choose, hold, objective, progress_t
+from autolrs.choice import choose, hold, lowest_near_best, objective, progress_t
 from autolrs.config import PRESETS
 from autolrs.safety import diverged, divergence_threshold, lost_progress
 
@@ -62,6 +62,15 @@ def test_presets_fill_only_the_options_left_unset():
     assert AutoLRSConfig.from_dict(mixed.to_dict()) == mixed  # a resolved config is plain data
     with pytest.raises(ValueError, match="preset must be one of"):
         AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="fast")
+
+
+def test_first_tolerance_is_a_preset_option_and_is_validated():
+    assert AutoLRSConfig(min_lr=1e-3, max_lr=1.0).first_tolerance == 0.1
+    assert AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper").first_tolerance == 0.0
+    with pytest.raises(ValueError, match="first_tolerance must be >= 0"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, first_tolerance=-0.1)
+    with pytest.raises(TypeError, match="first_tolerance"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, first_tolerance="0.1")
 
 
 def test_the_assumed_forecast_error_reaches_the_search_only_on_a_log_scale():
@@ -229,11 +238,46 @@ def test_progress_t_tells_a_falling_loss_from_a_settled_one():
     assert progress_t(list(np.linspace(2.0, 1.0, 100))) < -50  # a noiseless fall
 
 
-def test_the_default_stage_choice_follows_the_gp_posterior_to_the_best_lr(default_run):
-    cfg, ctrl, _ = default_run
+def test_the_stage_choice_follows_the_gp_posterior_to_the_best_lr():
+    # first_tolerance=0: the first stage too keeps the posterior's choice (the default's rule is tested below)
+    ctrl, _ = run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, seed=0, first_tolerance=0.0), bowl)
     for r in ctrl.history:
         if r["kind"] == "search":
             assert abs(math.log10(r["lr"]) + 1.0) < 0.3  # near the bowl's 0.1
+
+
+def test_the_first_stage_keeps_the_smallest_lr_forecast_within_10_percent_of_the_best(default_run):
+    # The bowl's LRs differ by an offset: 0.0316's forecast (2.038) is 8% above the best (1.888 at 0.1),
+    # 0.01's (2.188) 16%. The rule keeps 0.0316, and the hold keeps it while the bowl's loss still falls:
+    # where the LRs within the assumed forecast error really differ, the rule costs this much.
+    cfg, ctrl, _ = default_run
+    first = ctrl.history[0]
+    forecasts = {round(c["lr"], 4): c["forecast"] for c in first["candidates"] if not c["diverged"]}
+    best = min(forecasts.values())
+    assert first["lr"] == pytest.approx(10 ** -1.5)
+    assert first["forecast"] <= 1.1 * best < forecasts[0.01]
+    assert all(lr >= 0.0316 for lr, f in forecasts.items() if f <= 1.1 * best)
+
+
+def test_lowest_near_best_takes_the_smallest_lr_on_the_plateau_of_progress():
+    lrs = [0.001, 0.003, 0.01, 0.03, 0.1]
+    log = [math.log(v) for v in (3.70, 3.40, 3.29, 3.28, 3.45)]  # the Transformer's first stage, fresh weights
+    start = math.log(4.49)
+    assert lowest_near_best(lrs, log, 3, 0.1, log_scale=True, start=start) == 1  # 3.40 is within 10% of 3.28
+    assert lowest_near_best(lrs, log, 3, 0.03, log_scale=True, start=start) == 2
+    assert lowest_near_best(lrs, log, 3, 0.0, log_scale=True, start=start) == 3  # 0: the posterior's choice
+    assert lowest_near_best(lrs, log, 1, 0.1, log_scale=True, start=start) == 1  # never above the choice
+    # a slow start: the best window moved 4%, every LR too small to move is within 10% of it, none made half
+    # the best's progress: no plateau of progress, the posterior's choice stands
+    slow = [math.log(v) for v in (2.30, 2.29, 2.27, 2.21, 2.25)]
+    assert lowest_near_best(lrs, slow, 3, 0.1, log_scale=True, start=math.log(2.30)) == 3
+    assert lowest_near_best(lrs, slow, 3, 0.1, log_scale=True, start=None) == 0  # no start: the plateau alone
+    # no window made progress at all: nothing to choose on
+    up = [math.log(v) for v in (2.40, 2.35, 2.31, 2.32, 2.50)]
+    assert lowest_near_best(lrs, up, 2, 0.1, log_scale=True, start=math.log(2.30)) == 2
+    # raw scores (no loss floor): the tolerance is relative to the best's magnitude
+    assert lowest_near_best(lrs, [5.0, 1.09, 1.2, 1.0, 3.0], 3, 0.1, log_scale=False) == 1
+    assert lowest_near_best(lrs, [float("nan")] * 5, 3, 0.1, log_scale=False) == 3
 
 
 def killed_above_half(state, lr):
@@ -249,8 +293,9 @@ def test_a_candidate_forecast_above_the_start_is_never_chosen_while_another_make
     # excess tenfold and the posterior smooths it toward its neighbours, so LR 1.0 (forecast 2.72 from a
     # start of 2.60) scored within it and was kept: the network died in the first stage and no roll-back saw
     # it (its trial had gained nothing to give back).
+    # first_tolerance=0: the first-stage rule would take the smallest LR near the best, not the largest
     cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=2000, seed=0, tolerance=tolerance,
-                        choose=choose_by)
+                        choose=choose_by, first_tolerance=0.0)
     ctrl, _ = run(cfg, killed_above_half)
     first = ctrl.history[0]
     by_lr = {round(c["lr"], 6): c["forecast"] for c in first["candidates"]}
@@ -370,12 +415,16 @@ def test_a_first_stage_whose_network_dies_in_its_last_window_is_rolled_back():
     """A network killed in the first stage's last steps, after a good start (MNIST-1D at a 1000-step budget,
     LR 0.44: the last quarter still averaged below the start loss and the dead model went on to every later
     stage, ending at chance). The first stage is judged on its last window, the one its reached loss is."""
-    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0)
+    # first_tolerance=0, so that the first stage keeps the fastest window's LR and the roll-back is tested
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0, first_tolerance=0.0)
     with pytest.warns(RuntimeWarning, match="giving back the progress"):
         ctrl, _ = run(cfg, dying_network(0.02, 30, 2.35))  # dead in the 43-step stage's last window
     first = ctrl.history[0]
     assert [d["lr"] >= 0.5 for d in first["discarded"]] == [True]
     assert first["lr"] < 0.5 and all(r["lr"] < 0.5 for r in ctrl.history)
+    # The default never keeps the killing LR: 0.0316's window is within 10% of the fastest (1.97 at >= 0.75)
+    default, _ = run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0), dying_network(0.02, 30, 2.35))
+    assert not default.history[0]["discarded"] and all(r["lr"] < 0.5 for r in default.history)
 
 
 def test_the_smallest_stage_is_one_home_for_the_budget_check_and_the_plan():

@@ -116,6 +116,19 @@ def test_a_state_saved_before_decay_shape_existed_resumes_only_with_its_linear_d
     assert as_it_ran.fingerprint() == ctrl.fingerprint()
 
 
+def test_a_state_saved_before_first_tolerance_existed_resumes_only_without_the_first_stage_rule():
+    ctrl = drive(small_config(candidates=3, total_steps=None, warmup_steps=0, seed=1),
+                 lambda ctrl, fake: distance_loss(fake.state, fake.lr))  # paper preset: no first-stage rule
+    state = copy.deepcopy(ctrl.state_dict())
+    del state["config"]["first_tolerance"]  # the previous release's config: its first stage took the best score
+    ruled = AutoLRSConfig.from_dict({**ctrl.config.to_dict(), "first_tolerance": 0.1})
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['first_tolerance'\]\)"):
+        StageController(ruled).load_state_dict(state)
+    as_it_ran = StageController(ctrl.config)
+    as_it_ran.load_state_dict(state)
+    assert as_it_ran.fingerprint() == ctrl.fingerprint()
+
+
 def test_a_state_of_the_previous_version_with_text_events_is_upgraded():
     ctrl = lost_progress_run()
     state = copy.deepcopy(ctrl.state_dict())

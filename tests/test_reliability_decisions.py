@@ -228,10 +228,11 @@ def _one_nan_in_stage_0s_kept_phase(best):
             blown.setdefault("step", ctrl.steps_taken)
         return False
 
-    # forecast_noise=0: the scenario needs stage 0 to prefer 0.121 to min_lr on this noiseless bowl; the
-    # default's assumed 10% forecast error counts their small difference as noise and keeps 0.1.
-    return drive(AutoLRSConfig(min_lr=0.1, max_lr=10.0, total_steps=4000, seed=0, forecast_noise=0.0), loss_fn,
-                 stop_when=mark)
+    # forecast_noise=0 and first_tolerance=0: the scenario needs stage 0 to prefer 0.121 to min_lr on this
+    # noiseless bowl; the default's assumed 10% forecast error counts their small difference as noise, and its
+    # first-stage rule keeps the smallest LR within 10% of the best forecast: min_lr.
+    return drive(AutoLRSConfig(min_lr=0.1, max_lr=10.0, total_steps=4000, seed=0, forecast_noise=0.0,
+                               first_tolerance=0.0), loss_fn, stop_when=mark)
 
 
 def test_one_failure_at_min_lr_bounds_its_stage_only():
@@ -338,7 +339,8 @@ def test_a_noisy_4000_step_run_rolls_no_stage_back():
 
 def test_spikes_that_lift_the_level_roll_a_stage_back_at_most_3_times_and_never_pin_the_range():
     holder, loss_fn = lifted(stage=2)
-    run = holder["run"] = Run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, seed=0), loss_fn)
+    # stages at the bowl's best LR, 0.1: the first-stage rule would keep 0.03, within 10% of its forecast
+    run = holder["run"] = Run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=4000, seed=0, first_tolerance=0.0), loss_fn)
     run.go()
     ctrl, messages = run.ctrl, run.messages
     assert ctrl.steps_taken == 4000 and ctrl.done
@@ -360,7 +362,8 @@ def test_a_decay_whose_level_lifts_is_restarted_at_most_3_times():
     restarted 113 times, each from half the LR, down to 9.6e-36. Now: 3 restarts (from 0.1 to 0.0125), then
     the spikes stay on the kept trajectory."""
     holder, loss_fn = lifted(phase="decay")
-    run = holder["run"] = Run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=10_000, seed=0), loss_fn)
+    # stages at the bowl's best LR, 0.1: the first-stage rule would keep 0.03, within 10% of its forecast
+    run = holder["run"] = Run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=10_000, seed=0, first_tolerance=0.0), loss_fn)
     run.go()
     decay = run.ctrl.history[-1]
     assert run.ctrl.steps_taken == 10_000 and decay["kind"] == "decay"
@@ -382,7 +385,8 @@ def test_a_noisy_decay_keeps_its_spikes():
         z = float(np.random.default_rng([11, step]).standard_normal())
         return bowl(state, lr) * (z ** 4 / 3.0 if holder["run"].ctrl.phase == "decay" else 1.0)
 
-    run = holder["run"] = Run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=10_000, seed=0), loss_fn)
+    # stages at the bowl's best LR, 0.1: the first-stage rule would keep 0.03, within 10% of its forecast
+    run = holder["run"] = Run(AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=10_000, seed=0, first_tolerance=0.0), loss_fn)
     run.go()
     decay = run.ctrl.history[-1]
     assert decay["kind"] == "decay" and decay["rollbacks"] == 0 and decay["lr"] == pytest.approx(0.1)

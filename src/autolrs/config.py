@@ -115,7 +115,7 @@ class AutoLRSConfig:
             overruling the windows: the posterior chose LR 2.0 on the noisy quadratic where 1.5-1.7 had the
             better forecasts, and the stage then had to be rolled back. Measured (bench harness, same seeds;
             docs/algorithm.md): the Transformer 1.742 -> 1.713 (3 seeds), the quadratic's expected final
-            loss 1.71x -> 1.52x the optimum (8 seeds), MNIST-1D 0.937 -> 0.935 (8 seeds, within noise).
+            loss 1.71x -> 1.52x the optimum (8 seeds), MNIST-1D 0.932 -> 0.932 (16 seeds, within noise).
         hold_sigmas: *(preset)* while the previous kept stage was still making progress (``progress_sigmas``),
             a stage keeps the previous stage's LR (its first candidate, ``warm_start``) unless the chosen
             candidate's posterior mean beats it by more than this many standard deviations of their
