@@ -5,7 +5,7 @@ Modes:
 - ``default`` (``make bench``, about 2 hours on the 2-core machine from an empty cache): 3 seeds, full
   budgets; every method and every ablation, except where a task declares a cut (``TaskEntry.default_tuned`` and
   ``default_ablations``): on the Transformer only the cosine schedule is tuned (its grid sets the target),
-  because the whole grid would take ~2.6 hours there, and five of the ten ablations run.
+  because the whole grid would take ~2.6 hours there, and four of the nine ablations run.
 - ``full`` (``make bench BENCH_FULL=1``): every method on every task, 3 seeds, full budgets (~3.5 hours).
 """
 

@@ -48,8 +48,6 @@ ABLATIONS: dict[str, tuple[dict, str]] = {
     "autolrs-no-hold": ({"hold_sigmas": 0.0}, "no hold: every stage moves to its best-scored LR (hold_sigmas=0)"),
     "autolrs-exact-gp": ({"forecast_noise": 0.0}, "the GP may fit forecasts exactly: no assumed forecast error "
                          "(forecast_noise=0)"),
-    "autolrs-first-posterior": ({"first_tolerance": 0.0}, "the first stage keeps the GP posterior's choice, not the "
-                                "smallest LR forecast within 10% of the best (first_tolerance=0)"),
 }
 
 
