@@ -171,11 +171,11 @@ class CandidateSearch(ControllerState):
         if not valid:
             return None
         lrs, log_scale = [x["lr"] for x in valid], cfg.loss_floor is not None
-        scores: list[float] | npt.NDArray[np.float64]
+        # Each candidate's own score; a candidate that did not diverge was forecast when it closed (a float).
+        own = [objective(cast(float, x["forecast"]), start, cfg.loss_floor) for x in valid]
         if cfg.choose != "posterior":
-            # A candidate that did not diverge was forecast when it closed (a float).
-            scores = [objective(cast(float, x["forecast"]), self._start_loss, cfg.loss_floor) for x in valid]
-            return valid[choose(lrs, scores, cfg.tolerance, log_scale=log_scale)]
+            return valid[choose(lrs, own, cfg.tolerance, log_scale=log_scale)]
+        scores: npt.NDArray[np.float64]
         search = cast(BayesianSearch, self._search)  # made when the stage's search began
         search.fit()
         scores, cov = search.posterior([search.to_unit(lr) for lr in lrs], return_cov=True)
@@ -183,7 +183,6 @@ class CandidateSearch(ControllerState):
         if r["previous_lr"] is None and self._rollbacks == 0:
             # Fresh weights: the windows' bias toward high LRs (first_tolerance). After a roll-back the LRs
             # that failed are out of range and the rest barely moved: their plateau is one of no progress.
-            own = [objective(cast(float, x["forecast"]), self._start_loss, cfg.loss_floor) for x in valid]
             at_start = None if start is None else objective(start, start, cfg.loss_floor)
             index = lowest_near_best(lrs, own, index, cfg.first_tolerance, log_scale=log_scale, start=at_start)
         previous = self._held_candidate(lrs)

@@ -78,11 +78,13 @@ def lowest_near_best(lrs: Sequence[float], scores: Sequence[float], chosen: int,
     if tolerance <= 0 or not np.isfinite(own).any():
         return chosen
     best = float(own.min())
-    if start is not None and math.isfinite(start) and best >= start:
+    if start is not None and not math.isfinite(start):
+        start = None
+    if start is not None and best >= start:
         return chosen  # no window made progress: no plateau of progress to choose on
     gap = math.log1p(tolerance) if log_scale else tolerance * abs(best)
     near = [i for i in range(len(lrs)) if own[i] <= best + gap and lrs[i] < lrs[chosen]
-            and (start is None or not math.isfinite(start) or start - own[i] >= 0.5 * (start - best))]
+            and (start is None or start - own[i] >= 0.5 * (start - best))]
     return min(near, key=lambda i: lrs[i]) if near else chosen
 
 
