@@ -4,8 +4,9 @@ Lives in ``benchmarks/.cache/`` (git-ignored): a fresh clone computes everything
 that determines a run's result: the task's full specification (budget included), the method and its
 options, the LR, the seed, the source of the harness code that trains (not the report code), the
 versions of the optimizer packages, and, for autolrs runs (and replays of their schedules) only, the autolrs
-source itself. Changing
-autolrs therefore re-runs autolrs and nothing else; changing a task or the training loop re-runs all.
+source itself. Changing autolrs therefore re-runs autolrs and nothing else; changing a task or the training loop re-runs all. Which
+runs a bench makes (the ablation list, ``benchmarks.ablations``; the modes, ``benchmarks.plans``) is not
+training code: adding an ablation row runs that row only.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Modes:
 - ``quick`` (``make bench-quick``, a few minutes): one seed, short budgets, the methods of ``default``.
 - ``default`` (``make bench``, about 2 hours on the 2-core machine from an empty cache): 3 seeds, full
-  budgets; every method and every ablation, except where a task declares a cut (``TaskEntry.default_tuned`` and
-  ``default_ablations``): on the Transformer only the cosine schedule is tuned (its grid sets the target),
-  because the whole grid would take ~2.6 hours there, and four of the nine ablations run.
+  budgets; every method and every ablation, except where a task declares a cut (``TaskEntry.default_tuned``,
+  ``benchmarks.ablations.DEFAULT_ABLATIONS``): on the Transformer only the cosine schedule is tuned (its grid
+  sets the target), because the whole grid would take ~2.6 hours there, and five of the ten ablations run.
 - ``full`` (``make bench BENCH_FULL=1``): every method on every task, 3 seeds, full budgets (~3.5 hours).
 """
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .methods import ABLATIONS, SCHEDULE_NAMES, Method, method
+from .ablations import ABLATIONS, DEFAULT_ABLATIONS
+from .methods import SCHEDULE_NAMES, Method, method
 from .methods.optimizers import SCHEDULE_FREE_DEFAULT_LR
 from .tasks import registered
 from .tasks.base import TaskSpec
@@ -60,7 +61,7 @@ def plan(task_name: str, mode: str = "default", *, seeds=None, budget: int | Non
     seeds = tuple(seeds if seeds is not None else (SEEDS[:1] if mode == "quick" else SEEDS))
     everything = mode == "full"
     tuned = TUNED if everything or entry.default_tuned is None else entry.default_tuned
-    ablations = tuple(ABLATIONS) if everything or entry.default_ablations is None else entry.default_ablations
+    ablations = tuple(ABLATIONS) if everything else DEFAULT_ABLATIONS.get(task_name, tuple(ABLATIONS))
     if not entry.has_validation:  # a validation objective needs a validation split
         ablations = tuple(m for m in ablations if m != "autolrs-val")
     single = [(method(m), None) for m in SINGLE_RUN_METHODS if m not in ABLATIONS or m in ablations]

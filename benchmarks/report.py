@@ -187,7 +187,7 @@ def _headline(results: list[dict]) -> list[str]:
 
 def _ablation_table(results: list[dict]) -> list[str]:
     """One row per ablation variant, one column per task: its final metric and the verdict against the default."""
-    from .methods import ABLATIONS
+    from .ablations import ABLATIONS
 
     present = [r for r in results if r.get("ablation")]
     if not present:

@@ -210,7 +210,7 @@ def _run_seconds(record: dict) -> float:
 
 def _ablation(entries: dict) -> dict | None:
     """The ablation variants that ran, against the default (the verdicts are the report's)."""
-    from .methods import ABLATIONS
+    from .ablations import ABLATIONS
 
     if "autolrs" not in entries:
         return None

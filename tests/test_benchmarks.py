@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks import run
-from benchmarks.methods import ABLATIONS
+from benchmarks.ablations import ABLATIONS
 from benchmarks.methods.schedules import SCHEDULES
 from benchmarks.schema import validate
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..ablations import ABLATIONS
 from ..tasks.base import Problem, TaskSpec
 from . import optimizers
 from .policies import AutoLRSPolicy, Policy, RangeTestOneCycle, Replayed, Scheduled, ScheduleFree
@@ -32,24 +33,6 @@ SCHEDULE_NAMES = tuple(SCHEDULES)
 AUTOLRS_FAMILIES = ("autolrs", "autolrs-replay")
 # Runs of the budget a user spends to obtain the model, for the methods not tuned on a grid (default 1).
 TUNING_RUNS = {"autolrs-replay": 2}
-
-# The ablation: the paper's algorithm, and each change of the default preset turned back one at a time
-# (label: options of AutoLRS, what the variant is). Every row is run against the default on the same seeds.
-ABLATIONS: dict[str, tuple[dict, str]] = {
-    "autolrs-paper": ({"preset": "paper"}, "the paper's algorithm: preset='paper' (search = kept steps, k = 10, "
-                      "kappa 1e6, argmin of forecasts, whole range, no decay)"),
-    "autolrs-no-decay": ({"decay_fraction": 0.0}, "no final decay phase (decay_fraction=0)"),
-    "autolrs-proportional": ({"search_ratio": 1.0}, "the paper's proportional windows: the search costs as many "
-                             "steps as the kept stages (search_ratio=1)"),
-    "autolrs-whole-range": ({"trust_region": None}, "every stage searches the whole range (trust_region=None)"),
-    "autolrs-tolerance": ({"tolerance": 0.1}, "the largest LR within 10% of the best (tolerance=0.1)"),
-    "autolrs-extrapolation3": ({"max_extrapolation": 3.0}, "the previous forecast bound (max_extrapolation=3)"),
-    "autolrs-val": ({"val_fn": True}, "the validation objective in stages of tau_max (val_fn)"),
-    "autolrs-no-hold": ({"hold_sigmas": 0.0}, "no hold: every stage moves to its best-scored LR (hold_sigmas=0)"),
-    "autolrs-exact-gp": ({"forecast_noise": 0.0}, "the GP may fit forecasts exactly: no assumed forecast error "
-                         "(forecast_noise=0)"),
-}
-
 
 @dataclass(frozen=True)
 class Method:

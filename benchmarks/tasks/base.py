@@ -127,8 +127,9 @@ class TaskEntry:
         spec: the full-size set-up (``make bench``).
         problem: the :class:`Problem` a worker builds, as ``problem(spec, seed)``.
         quick_budget, quick_eval_every: the budget and the curve spacing of ``make bench-quick``.
-        default_tuned, default_ablations: the tuned methods and the ablation variants of the default mode,
-            where it cannot afford them all (None: all of them); ``--full`` runs everything.
+        default_tuned: the tuned methods of the default mode, where it cannot afford them all (None: all of
+            them); ``--full`` runs everything. (Its ablation variants: ``benchmarks.ablations``, outside the
+            code the run cache hashes.)
         log_metric: plot the metric on a log scale (it falls by decades).
         reference: the task's known optimum under a spec (its budget), where it has one: the results'
             ``reference``, against which the report measures every method.
@@ -139,7 +140,6 @@ class TaskEntry:
     quick_budget: int
     quick_eval_every: int
     default_tuned: tuple[str, ...] | None = None
-    default_ablations: tuple[str, ...] | None = None
     log_metric: bool = False
     reference: Callable[[TaskSpec], dict] | None = None
 
