@@ -11,7 +11,7 @@ import math
 
 from .formatting import final, number
 
-__all__ = ["compare", "task_reading", "losses", "forecast_errors", "verdict"]
+__all__ = ["compare", "task_reading", "losses", "forecast_errors", "verdict", "paired"]
 
 
 def compare(result: dict, a: str, b: str) -> str:
@@ -31,6 +31,25 @@ def compare(result: dict, a: str, b: str) -> str:
     if abs(ma - mb) <= noise:
         return "level"
     return "better" if (ma > mb) == higher else "worse"
+
+
+def paired(a: list[float], b: list[float], higher_is_better: bool) -> str:
+    """``a`` against ``b``, run on the same seeds (same initial weights and batches), in words: "clearly better"
+    or "clearly worse" when the mean of the per-seed differences exceeds twice its standard error, else
+    "within noise". A non-finite figure (a diverged run) makes the method with fewer of them better."""
+    bad_a = sum(not math.isfinite(x) for x in a)
+    bad_b = sum(not math.isfinite(x) for x in b)
+    if bad_a or bad_b:
+        return "within noise" if bad_a == bad_b else "clearly better" if bad_a < bad_b else "clearly worse"
+    d = [x - y for x, y in zip(a, b)]
+    n = len(d)
+    mean = sum(d) / n
+    if n < 2:
+        return "within noise" if mean == 0 else "clearly better" if (mean > 0) == higher_is_better else "clearly worse"
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+    if abs(mean) <= 2 * se:
+        return "within noise"
+    return "clearly better" if (mean > 0) == higher_is_better else "clearly worse"
 
 
 def verdict(result: dict, a: str, b: str) -> str:

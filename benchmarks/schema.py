@@ -16,6 +16,9 @@ Strict JSON: a non-finite number (a diverged run's loss, a missing figure) is ``
     methods         {label: method entry}, below
     ablation        {reference: "autolrs", rows: {label: {options, description, final_mean, final_std,
                     kept_steps_mean}}} | null
+    fresh           {seeds: [int], methods: {label: {family, lr, tuned, final_mean, final_std, finals,
+                    diverged, expected_loss: [float | null]}}} | null (absent in older results): each tuned
+                    method at its chosen LR and each one-run method on seeds no choice saw
     reference       {optimal: {lrs, lengths, expected_loss, pieces, method}} (nqm) | null
     wall_s          the task's wall time; runs: records used; run_seconds: their training + evaluation time;
                     runs_trained / runs_cached: how many this invocation trained / read from the cache
@@ -112,6 +115,16 @@ def validate(result: dict) -> list[str]:
         lengths = {len(curve.get(k, [])) for k in ("steps", "kept_steps", "metric")}
         if len(lengths) != 1 or 0 in lengths:
             errors.append(f"{where}.curve: steps, kept_steps and metric must have one equal, non-zero length")
+    fresh = result.get("fresh")
+    if fresh is not None:
+        if not isinstance(fresh, dict) or not isinstance(fresh.get("seeds"), list) \
+                or not isinstance(fresh.get("methods"), dict):
+            errors.append("fresh: expected {seeds: [...], methods: {...}}")
+        else:
+            for label, f in fresh["methods"].items():
+                if len(f.get("finals", [])) != len(fresh["seeds"]):
+                    errors.append(f"fresh.methods[{label!r}]: {len(f.get('finals', []))} finals, "
+                                  f"expected {len(fresh['seeds'])}")
     if result["target"] is not None and "value" not in result["target"]:
         errors.append("target: missing 'value'")
     return errors

@@ -6,6 +6,9 @@ by one point past that edge (up to ``Plan.max_extensions`` times). The target of
 the tuned cosine's mean final metric; the best baseline is the non-autolrs method with the best mean final
 metric. Tuning cost counts what one user spends: grid points x budget for a tuned method (one seed each),
 one budget for autolrs and Prodigy, two for autolrs-replay (the autolrs run, then the replay).
+
+The fresh seeds (``Plan.fresh_seeds``): after the tuning, each tuned method at its chosen LR and each one-run
+method (not autolrs's ablations or replay) train again on seeds no choice saw; the results' ``fresh``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import datetime, timezone
 
 from . import metrics
 from .cache import RunCache
+from .ablations import ABLATIONS
 from .methods import AUTOLRS_FAMILIES, TUNING_RUNS, Method
 from .plans import Plan
 from .pool import Job, run_jobs
@@ -156,6 +160,29 @@ def _add_targets(plan: Plan, entries: dict, target: float | None) -> str | None:
     return best
 
 
+def _fresh(plan: Plan, cache: RunCache, workers: int, stats: dict, entries: dict) -> tuple[dict | None, dict]:
+    """Every tuned method at its chosen LR and every one-run method on ``plan.fresh_seeds``: the figures, records."""
+    if not plan.fresh_seeds:
+        return None, {}
+    task = plan.task
+    chosen = [(m, entries[m.label]["lr"]) for m in plan.tuned if m.label in entries]
+    chosen += [(m, lr) for m, lr in plan.single
+               if m.label in entries and m.label not in ABLATIONS and m.family != "autolrs-replay"]
+    jobs = [Job(task, m, lr, s) for m, lr in chosen for s in plan.fresh_seeds]
+    records = run_jobs(jobs, cache, workers, task.threads, stats)
+    methods = {}
+    for m, lr in chosen:
+        runs = [records.get(Job(task, m, lr, s).key) for s in plan.fresh_seeds]
+        if any(r is None for r in runs):
+            continue  # a failed run was reported on stderr
+        finals = [r["final"][task.metric] for r in runs]
+        mean, std = metrics.mean_std(finals)
+        methods[m.label] = {"family": m.family, "lr": lr, "tuned": m.tunable, "final_mean": mean,
+                            "final_std": std, "finals": finals, "diverged": sum(r["diverged"] for r in runs),
+                            "expected_loss": [r["expected_loss"] for r in runs]}
+    return {"seeds": list(plan.fresh_seeds), "methods": methods}, records
+
+
 def run_task(plan: Plan, cache: RunCache, workers: int | None = None, target: float | None = None,
              run_id: str | None = None) -> dict:
     """Everything ``benchmarks/results/<task>.json`` holds, for ``plan``.
@@ -174,6 +201,7 @@ def run_task(plan: Plan, cache: RunCache, workers: int | None = None, target: fl
         target, source = entries[TARGET_METHOD]["final_mean"], {"method": TARGET_METHOD,
                                                                "lr": entries[TARGET_METHOD]["lr"]}
     best = _add_targets(plan, entries, target)
+    fresh, fresh_records = _fresh(plan, cache, task.workers if workers is None else workers, stats, entries)
     ref = reference(task)
     if ref is not None and "optimal" in ref:
         optimal = ref["optimal"]["expected_loss"]
@@ -193,12 +221,13 @@ def run_task(plan: Plan, cache: RunCache, workers: int | None = None, target: fl
         "best_baseline": best,
         "methods": entries,
         "ablation": _ablation(entries),
+        "fresh": fresh,
         "reference": ref,
         "wall_s": time.perf_counter() - start,
-        "runs": len(records),
+        "runs": len(records) + len(fresh_records),
         "runs_trained": stats.get("trained", 0),
         "runs_cached": stats.get("cached", 0),
-        "run_seconds": sum(_run_seconds(r) for r in records.values()),
+        "run_seconds": sum(_run_seconds(r) for r in [*records.values(), *fresh_records.values()]),
     }
 
 
@@ -210,8 +239,6 @@ def _run_seconds(record: dict) -> float:
 
 def _ablation(entries: dict) -> dict | None:
     """The ablation variants that ran, against the default (the verdicts are the report's)."""
-    from .ablations import ABLATIONS
-
     if "autolrs" not in entries:
         return None
     rows = {label: {"options": ABLATIONS[label][0], "description": ABLATIONS[label][1],

@@ -195,3 +195,54 @@ def test_autolrs_replay_replays_the_found_schedule_stretched_to_the_budget(tmp_p
     assert len(trace) < 400 and trace[-1][0] == BUDGET  # not thinned
     lrs = [lr for (step, lr, _), (end, _, _) in zip(trace, trace[1:]) for _ in range(end - step)]
     assert lrs == replay_lrs(schedule, BUDGET)
+
+
+def test_fresh_seeds_rerun_the_chosen_lrs_and_the_one_run_methods_on_unseen_seeds(tmp_path):
+    from benchmarks import report
+    from benchmarks.cache import RunCache
+    from benchmarks.methods import method
+    from benchmarks.plans import Plan, plan
+    from benchmarks.suite import run_task
+
+    task = plan("nqm", "default", seeds=[0], budget=BUDGET).task
+    tuned = (method("constant"),)
+    single = ((method("autolrs"), None), (method("autolrs-no-decay"), None))
+    result = run_task(Plan(task, "default", (0,), tuned, single, fresh_seeds=(1, 2)), RunCache(None), workers=1)
+    assert validate(result) == []
+    fresh = result["fresh"]
+    assert fresh["seeds"] == [1, 2]
+    # the tuned method keeps the LR its grid chose on the bench's seeds; an ablation is not re-run
+    assert set(fresh["methods"]) == {"constant", "autolrs"}
+    assert fresh["methods"]["constant"]["lr"] == result["methods"]["constant"]["lr"]
+    # a fresh seed's run is the run that seed gives as a bench seed (the NQM is deterministic)
+    alone = run_task(Plan(task, "default", (2,), (), ((method("autolrs"), None),)), RunCache(None), workers=1)
+    assert fresh["methods"]["autolrs"]["finals"][1] == alone["methods"]["autolrs"]["per_seed"][0]["final"]["loss"]
+    assert result["runs"] == 7 + 2 + 4  # the grid's 7 points, the 2 one-run methods, 2 methods x 2 fresh seeds
+
+    (tmp_path / "nqm.json").write_text(json.dumps(result))
+    text = report.write_report(tmp_path, tmp_path / "BENCHMARKS.md").read_text()
+    section = text[text.index("## On fresh seeds"):text.index("## Ablations")]
+    assert "| **autolrs** |" in section and "| constant |" in section
+    assert "expected loss / optimum" in section  # the NQM's exact figure beside the measured one
+    assert "(expected loss)" in section  # and the verdict on it, where both schedules give one
+
+
+def test_the_default_plan_runs_fresh_seeds_except_where_cut():
+    from benchmarks.plans import FRESH_SEEDS, plan
+
+    assert plan("nqm").fresh_seeds == FRESH_SEEDS and plan("mnist1d-cnn").fresh_seeds == FRESH_SEEDS
+    assert plan("shakespeare-char").fresh_seeds == ()
+    assert any("fresh seeds" in cut for cut in plan("shakespeare-char").cuts)
+    assert plan("shakespeare-char", "full").fresh_seeds == FRESH_SEEDS
+    assert plan("nqm", "quick").fresh_seeds == ()
+    assert plan("nqm", seeds=[0, 3]).fresh_seeds == (4, 5, 6, 7)  # a bench seed is not fresh
+
+
+def test_paired_verdicts_use_the_per_seed_differences():
+    from benchmarks.reading import paired
+
+    # a steady 0.01 lead on every seed is clear even though each method's own spread is larger
+    assert paired([0.91, 0.95, 0.93], [0.90, 0.94, 0.92], True) == "clearly better"
+    assert paired([0.91, 0.95, 0.93], [0.90, 0.94, 0.92], False) == "clearly worse"
+    assert paired([0.91, 0.93, 0.95], [0.92, 0.94, 0.93], True) == "within noise"
+    assert paired([1.0, math.inf], [1.1, 1.2], False) == "clearly worse"  # a diverged seed loses
