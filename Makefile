@@ -40,7 +40,7 @@ clean:
 	rm -rf $(VENV) autolrs-demo .pytest_cache .mypy_cache
 
 # Benchmarks (benchmarks/, BENCHMARKS.md):
-#   make bench                  3 seeds, full budgets, the documented cuts (about 2 h on 2 cores from an empty cache)
+#   make bench                  3 seeds, full budgets, the documented cuts, then fresh seeds 3-7 (about 3 h on 2 cores from an empty cache)
 #   make bench BENCH_FULL=1     every method on every task (hours)
 #   make bench-quick            1 seed, short budgets (minutes); writes benchmarks/.cache/quick/
 .PHONY: bench bench-quick

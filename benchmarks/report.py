@@ -365,7 +365,7 @@ def write_report(folder: Path, report: Path) -> Path:
     for r in results:
         lines += _task_section(r, folder, report)
     lines += ["## Reproduce", "", "```bash",
-              "make bench                 # this report (3 seeds, the cuts above; about 2 h on 2 cores from an empty cache)",
+              "make bench                 # this report (3 seeds, the cuts above, fresh seeds 3-7; about 3 h on 2 cores from an empty cache)",
               "make bench BENCH_FULL=1    # every method on every task",
               "make bench-quick           # 1 seed, short budgets, a few minutes (benchmarks/.cache/quick/)",
               "python -m benchmarks.run --task mnist1d-cnn --methods autolrs --seeds 0 1 2 3 4 \\",

@@ -227,14 +227,13 @@ def test_fresh_seeds_rerun_the_chosen_lrs_and_the_one_run_methods_on_unseen_seed
     assert "(expected loss)" in section  # and the verdict on it, where both schedules give one
 
 
-def test_the_default_plan_runs_fresh_seeds_except_where_cut():
+def test_the_default_and_full_plans_run_fresh_seeds_and_the_quick_one_does_not():
     from benchmarks.plans import FRESH_SEEDS, plan
+    from benchmarks.tasks import REGISTRY
 
-    assert plan("nqm").fresh_seeds == FRESH_SEEDS and plan("mnist1d-cnn").fresh_seeds == FRESH_SEEDS
-    assert plan("shakespeare-char").fresh_seeds == ()
-    assert any("fresh seeds" in cut for cut in plan("shakespeare-char").cuts)
-    assert plan("shakespeare-char", "full").fresh_seeds == FRESH_SEEDS
-    assert plan("nqm", "quick").fresh_seeds == ()
+    for name in REGISTRY:
+        assert plan(name).fresh_seeds == plan(name, "full").fresh_seeds == FRESH_SEEDS
+        assert plan(name, "quick").fresh_seeds == ()
     assert plan("nqm", seeds=[0, 3]).fresh_seeds == (4, 5, 6, 7)  # a bench seed is not fresh
 
 
