@@ -7,7 +7,7 @@ Modes:
   ``benchmarks.ablations.DEFAULT_ABLATIONS``): on the Transformer only the cosine schedule is tuned (its grid
   sets the target), because the whole grid would take ~2.6 hours there, and five of the ten ablations run.
   Then the fresh seeds (:data:`FRESH_SEEDS`) on every task.
-- ``full`` (``make bench BENCH_FULL=1``): every method on every task, 3 seeds, full budgets (~3.5 hours).
+- ``full`` (``make bench BENCH_FULL=1``): every method on every task, 3 seeds, full budgets, then the fresh seeds (~4.5 hours).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import time
 from datetime import datetime, timezone
 
 from . import metrics
-from .cache import RunCache
 from .ablations import ABLATIONS
+from .cache import RunCache
 from .methods import AUTOLRS_FAMILIES, TUNING_RUNS, Method
 from .plans import Plan
 from .pool import Job, run_jobs
