@@ -44,9 +44,7 @@ def paired(a: list[float], b: list[float], higher_is_better: bool) -> str:
     d = [x - y for x, y in zip(a, b)]
     n = len(d)
     mean = sum(d) / n
-    if n < 2:
-        return "within noise" if mean == 0 else "clearly better" if (mean > 0) == higher_is_better else "clearly worse"
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n) if n > 1 else 0.0  # one seed: the sign alone
     if abs(mean) <= 2 * se:
         return "within noise"
     return "clearly better" if (mean > 0) == higher_is_better else "clearly worse"

@@ -204,10 +204,11 @@ def _fresh_section(results: list[dict]) -> list[str]:
             return bool(optimal) and all(e is not None for e in f.get("expected_loss") or [None])
 
         auto = fresh["methods"]["autolrs"]
+        auto_exact = exact(auto)
         head = ["method", f"LR (chosen on seeds {', '.join(map(str, r['seeds']))})",
                 f"{task['metric']}, seeds {', '.join(map(str, fresh['seeds']))}", "per seed",
                 "on the bench's seeds", "autolrs against it"]
-        if exact(auto):
+        if auto_exact:
             head.insert(4, "expected loss / optimum")
         lines += [f"**{task['name']}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         order = sorted(fresh["methods"].items(), key=lambda kv: kv[1]["final_mean"],
@@ -215,7 +216,7 @@ def _fresh_section(results: list[dict]) -> list[str]:
         for label, f in order:
             if label == "autolrs":
                 against = "–"
-            elif exact(auto) and exact(f):  # one noisy sample of the loss is not the figure where the exact one is
+            elif auto_exact and exact(f):  # one noisy sample of the loss is not the figure where the exact one is
                 against = reading.paired(auto["expected_loss"], f["expected_loss"], False) + " (expected loss)"
             else:
                 against = reading.paired(auto["finals"], f["finals"], task["higher_is_better"])
@@ -224,7 +225,7 @@ def _fresh_section(results: list[dict]) -> list[str]:
                    + (f" ({f['diverged']} diverged)" if f["diverged"] else ""),
                    " / ".join(number(x, ".3g") for x in f["finals"]),
                    number(r["methods"][label]["final_mean"]) if label in r["methods"] else MISSING, against]
-            if exact(auto):
+            if auto_exact:
                 row.insert(4, f"{sum(f['expected_loss']) / len(f['expected_loss']) / optimal:.2f}x" if exact(f)
                            else MISSING)
             lines.append("| " + " | ".join(row) + " |")
