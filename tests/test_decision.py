@@ -280,6 +280,26 @@ def test_lowest_near_best_takes_the_smallest_lr_on_the_plateau_of_progress():
     assert lowest_near_best(lrs, [float("nan")] * 5, 3, 0.1, log_scale=False) == 3
 
 
+def test_lowest_near_best_does_not_take_a_lone_window_as_its_reference():
+    # The Transformer's first stage on fresh seed 5 (candidates sorted by LR): 0.0316's window forecast 2.82,
+    # the LRs 15% on either side 3.23 and 3.24. As the reference it put every other LR out of tolerance, the
+    # stage kept 0.0316 and the run ended at 2.60 (1.71 on the other seeds).
+    lrs = [0.0001, 0.000316, 0.001, 0.00316, 0.01, 0.0275, 0.0316, 0.0371, 0.1]
+    forecasts = [3.858, 3.766, 3.392, 3.53, 3.334, 3.225, 2.82, 3.244, 8.882]
+    log = [math.log(v) for v in forecasts]
+    start = math.log(4.438)
+    # the best its neighbours confirm is 0.0275's 3.225: within 10% of it, the smallest is 0.001
+    assert lowest_near_best(lrs, log, 6, 0.1, log_scale=True, start=start) == 2
+    # one neighbour within the tolerance confirms it: 3.225 -> 3.05 makes 2.82 the reference again, and only
+    # 0.0275 is within 10% of it
+    confirmed = log[:5] + [math.log(3.05)] + log[6:]
+    assert lowest_near_best(lrs, confirmed, 6, 0.1, log_scale=True, start=start) == 5
+    # a lone candidate confirms itself; a diverged neighbour (inf) confirms nothing
+    assert lowest_near_best([0.01], [math.log(3.0)], 0, 0.1, log_scale=True, start=start) == 0
+    assert lowest_near_best([0.001, 0.01, 0.1], [math.log(3.3), math.log(2.5), math.inf], 1, 0.1,
+                            log_scale=True, start=start) == 0
+
+
 def killed_above_half(state, lr):
     """LRs above 0.5 raise the loss from the start (a network they kill); below, the best LR is 0.3."""
     if lr > 0.5:
