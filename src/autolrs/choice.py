@@ -81,9 +81,10 @@ def lowest_near_best(lrs: Sequence[float], scores: Sequence[float], chosen: int,
         return chosen
     if start is not None and not math.isfinite(start):
         start = None
-    if start is not None and float(own.min()) >= start:
+    lowest = float(own.min())
+    if start is not None and lowest >= start:
         return chosen  # no window made progress: no plateau of progress to choose on
-    gap = math.log1p(tolerance) if log_scale else tolerance * abs(float(own.min()))
+    gap = math.log1p(tolerance) if log_scale else tolerance * abs(lowest)
     best = _confirmed_best(lrs, own, gap)
     near = [i for i in range(len(lrs)) if own[i] <= best + gap and lrs[i] < lrs[chosen]
             and (start is None or start - own[i] >= 0.5 * (start - best))]
@@ -92,7 +93,8 @@ def lowest_near_best(lrs: Sequence[float], scores: Sequence[float], chosen: int,
 
 def _confirmed_best(lrs: Sequence[float], own: npt.NDArray[np.float64], gap: float) -> float:
     """The best score that a neighbouring window confirms: one of the two candidates next to it in LR
-    scored within ``gap`` of it (a lone candidate confirms itself).
+    scored within ``gap`` of it (a lone candidate confirms itself). Never empty: the lowest score confirms
+    its neighbours.
 
     A single short window can be lucky: on the Transformer (fresh seeds 5 and 7) LR 0.0316 was forecast
     at 2.5-2.8 while 0.0275 and 0.037 beside it were forecast at 3.2-4.4, a window whose loss fell in a
@@ -110,7 +112,7 @@ def _confirmed_best(lrs: Sequence[float], own: npt.NDArray[np.float64], gap: flo
         beside = [float(own[order[q]]) for q in (p - 1, p + 1) if 0 <= q < len(order)]
         if not beside or min(beside) <= own[i] + gap:
             confirmed.append(float(own[i]))
-    return min(confirmed) if confirmed else float(own.min())
+    return min(confirmed)
 
 
 def hold(previous: int, chosen: int, mean: Sequence[float] | npt.NDArray[np.float64], cov: npt.ArrayLike,
