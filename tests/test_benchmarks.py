@@ -245,3 +245,30 @@ def test_paired_verdicts_use_the_per_seed_differences():
     assert paired([0.91, 0.95, 0.93], [0.90, 0.94, 0.92], False) == "clearly worse"
     assert paired([0.91, 0.93, 0.95], [0.92, 0.94, 0.93], True) == "within noise"
     assert paired([1.0, math.inf], [1.1, 1.2], False) == "clearly worse"  # a diverged seed loses
+
+
+def test_stage_oracle_branches_start_alike_and_report_every_quantity():
+    from benchmarks.stage_oracle import branch
+
+    rows = [branch(("mnist1d-cnn", 0, 0.1, 5, 12, 4, 3, lr)) for lr in (0.1, 0.01)]
+    assert rows[0]["first"] == rows[1]["first"]  # the same weights and batch at the stage's first step
+    assert rows[0]["window"] != rows[1]["window"]  # ... and then each its own LR
+    for row in rows:
+        assert all(math.isfinite(row[k]) for k in ("forecast", "reached", "val", "final"))
+        assert 0.0 <= row["final"] <= 1.0 and row["higher_is_better"]
+
+
+def test_stage_oracle_summary_counts_each_ranking_per_seed():
+    from benchmarks.stage_oracle import summary
+
+    def row(seed, lr, forecast, reached, final):
+        return {"seed": seed, "lr": lr, "forecast": forecast, "reached": reached, "val": math.nan,
+                "final": final, "higher_is_better": True}
+
+    rows = [row(0, 0.1, 0.3, 0.01, 0.94), row(0, 0.03, 0.2, 0.02, 0.93),
+            row(1, 0.1, 0.4, 0.01, 0.95), row(1, 0.03, 0.1, 0.03, 0.92)]
+    lines = summary(rows)
+    assert lines[0] == "lowest forecast (what the search picks): lr 0.03 on 2"
+    assert lines[1] == "lowest loss really reached at the stage's end: lr 0.1 on 2"
+    assert lines[2] == "best metric after the decay: lr 0.1 on 2"  # no validation loss: no line
+    assert lines[3:] == ["lr 0.03: mean final 0.9250 over 2 seeds", "lr 0.1: mean final 0.9450 over 2 seeds"]
